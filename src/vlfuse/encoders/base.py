@@ -1,0 +1,52 @@
+"""The vision-encoder slot: pixels in, a sequence of feature vectors per image out.
+
+Shapes: ``B`` batch, ``N`` images, ``C`` channels, ``H W`` pixels, ``P`` patches per image, ``Dv`` vision width.
+An encoder maps ``pixel_values (B*N, C, H, W)`` to ``features (B*N, P, Dv)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+
+class VisionEncoder(nn.Module, ABC):
+    """Base of every registered encoder.
+
+    Subclasses set ``embed_dim`` (``Dv``), ``image_size`` (square side in pixels the encoder expects),
+    ``in_channels``, ``image_mean`` and ``image_std`` (the normalisation its weights were trained with).
+    """
+
+    embed_dim: int
+    image_size: int
+    in_channels: int = 3
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    @abstractmethod
+    def num_patches(self, height: int, width: int) -> int:
+        """``P``, the number of feature vectors for an image of ``height x width`` pixels."""
+
+    @abstractmethod
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``(B*N, C, H, W) -> (B*N, P, Dv)``."""
+
+    def check_pixels(self, pixel_values: torch.Tensor) -> None:
+        """Raise a clear error for a batch of the wrong rank, channels or size."""
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"pixel_values must be (images, channels, height, width); got shape {tuple(pixel_values.shape)}"
+            )
+        c, h, w = pixel_values.shape[1:]
+        if c != self.in_channels:
+            raise ValueError(
+                f"images have {c} channel(s) but the encoder expects {self.in_channels}; "
+                "convert them (e.g. PIL `image.convert('RGB')`) or use vlfuse.data.transforms.ImageTransform"
+            )
+        if (h, w) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"images are {h}x{w} px but the encoder expects {self.image_size}x{self.image_size}; "
+                "resize them with vlfuse.data.transforms.ImageTransform"
+            )

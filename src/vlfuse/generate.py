@@ -1,0 +1,89 @@
+"""Generation with the LLM's KV cache: one prefill over text and images, then one token per step.
+
+Images are encoded once, in the prefill; decode steps feed only the new token. Greedy (``temperature=0``) or
+temperature / nucleus (top-p) sampling; stops at EOS or ``max_new_tokens``; an optional callback streams text.
+Shapes: ``B`` batch, ``S`` prompt length, ``G`` generated tokens, ``W`` vocabulary size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from vlfuse.model import VLM
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """``logits (B, W) -> next token (B,)``: argmax when ``temperature == 0``, else top-p sampling."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, W)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        # drop a token when the mass before it already reaches top_p (the top token is always kept)
+        drop = (sorted_p.cumsum(dim=-1) - sorted_p) >= top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate_ids(model: VLM, batch: dict[str, torch.Tensor], max_new_tokens: int = 16, temperature: float = 0.0,
+                 top_p: float = 1.0, eos_token_id: int | None = None, generator: torch.Generator | None = None,
+                 on_token: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+    """Generate from a left-padded batch (``Processor.collate(..., padding_side="left")``).
+
+    Returns ``(B, G)`` new token ids; after EOS a row is filled with EOS. ``on_token`` gets each step's ``(B,)``.
+    """
+    eos = model.tokenizer.eos_token_id if eos_token_id is None else eos_token_id
+    mask = batch["attention_mask"]
+    out = model(batch["input_ids"], attention_mask=mask, pixel_values=batch.get("pixel_values"),
+                image_counts=batch.get("image_counts"), use_cache=True)
+    past = out.past_key_values
+    position = mask.long().sum(dim=-1, keepdim=True)  # (B, 1): next position (prompt positions are 0..len-1)
+    done = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
+    tokens = []
+    logits = out.logits[:, -1]  # (B, W)
+    for step in range(max_new_tokens):
+        nxt = sample_next(logits, temperature, top_p, generator).masked_fill(done, eos)  # (B,)
+        tokens.append(nxt)
+        if on_token is not None:
+            on_token(nxt)
+        done |= nxt == eos
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # (B, S + step + 1)
+        out = model(nxt[:, None], attention_mask=mask, position_ids=position, past_key_values=past, use_cache=True)
+        past, logits, position = out.past_key_values, out.logits[:, -1], position + 1
+    return torch.stack(tokens, dim=1) if tokens else mask.new_zeros(mask.shape[0], 0)
+
+
+def generate_text(model: VLM, prompt: str, images: list[Any], max_new_tokens: int = 32, temperature: float = 0.0,
+                  top_p: float = 1.0, seed: int | None = None, stream: Callable[[str], None] | None = None) -> str:
+    """Answer one prompt about ``images``; ``stream`` receives the text as it grows (new pieces only)."""
+    proc = model.processor()
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in proc.collate([proc.encode_prompt(prompt, images)], "left").items()}
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    eos = model.tokenizer.eos_token_id
+    seen: list[int] = []
+    shown = ""
+
+    def on_token(tok: torch.Tensor) -> None:
+        nonlocal shown
+        if stream is None or int(tok[0]) == eos:
+            return
+        seen.append(int(tok[0]))
+        text = model.tokenizer.decode(seen, skip_special_tokens=True)
+        stream(text[len(shown):])
+        shown = text
+
+    was_training = model.training
+    model.eval()
+    ids = generate_ids(model, batch, max_new_tokens, temperature, top_p, eos, generator, on_token)
+    model.train(was_training)
+    return model.tokenizer.decode(ids[0], skip_special_tokens=True).strip()

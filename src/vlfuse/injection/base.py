@@ -1,0 +1,40 @@
+"""The injection slot: how visual tokens reach the LLM.
+
+Shapes: ``B`` batch, ``S`` sequence length (text plus expanded placeholders), ``V`` visual tokens per image,
+``Dt`` LLM width, ``N_all`` images in the whole batch.
+An injector is built as ``cls(config, llm)`` and runs the LLM:
+``forward(llm, input_ids (B, S), visual (N_all, V, Dt) | None, attention_mask (B, S), ...) -> CausalLMOutput``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+
+class Injector(nn.Module, ABC):
+    """Base of every registered injection. ``image_token_id`` is set by the VLM from its tokenizer."""
+
+    image_token_id: int = -1
+
+    @abstractmethod
+    def placeholder_tokens(self, visual_tokens: int) -> int:
+        """How many positions one image takes in the LLM's sequence when the connector yields ``V`` tokens."""
+
+    @abstractmethod
+    def forward(
+        self,
+        llm: PreTrainedModel,
+        input_ids: torch.Tensor,
+        visual: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        use_cache: bool = False,
+        image_counts: torch.Tensor | None = None,
+    ) -> Any:
+        """Run ``llm`` on ``input_ids (B, S)`` with ``visual (N_all, V, Dt)``; returns the LLM's output."""

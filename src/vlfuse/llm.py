@@ -1,0 +1,91 @@
+"""The only adapter to Hugging Face causal LMs: build from a local folder or a config, and a few accessors.
+
+vlfuse talks to an LLM only through ``get_input_embeddings()``, ``inputs_embeds=`` and the per-``model_type``
+table below (where its decoder layers live, what bounds its positions). Adding a family is one table row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+# model_type -> (dotted path of the decoder-layer list, config attribute bounding positions)
+LLM_TABLE: dict[str, tuple[str, str]] = {
+    "llama": ("model.layers", "max_position_embeddings"),
+    "mistral": ("model.layers", "max_position_embeddings"),
+    "qwen2": ("model.layers", "max_position_embeddings"),
+    "qwen3": ("model.layers", "max_position_embeddings"),
+    "gemma": ("model.layers", "max_position_embeddings"),
+    "phi3": ("model.layers", "max_position_embeddings"),
+    "gpt2": ("transformer.h", "n_positions"),
+}
+
+TINY_LLAMA: dict[str, Any] = {
+    "model_type": "llama",
+    "hidden_size": 128,
+    "intermediate_size": 384,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": False,
+    "rms_norm_eps": 1e-5,
+}
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    path: str | None = None  # local folder of any AutoModelForCausalLM; its weights are loaded
+    config: dict[str, Any] = field(default_factory=lambda: dict(TINY_LLAMA))  # used when path is None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+
+def build_llm(config: LLMConfig, vocab_size: int | None = None) -> PreTrainedModel:
+    """An ``AutoModelForCausalLM`` from ``config.path`` (weights) or ``config.config`` (random init).
+
+    ``vocab_size`` grows (never shrinks) the embeddings so added tokens such as ``<image>`` have rows.
+    """
+    dtype = getattr(torch, config.dtype)
+    if config.path is not None:
+        model = AutoModelForCausalLM.from_pretrained(
+            config.path, dtype=dtype, attn_implementation=config.attn_implementation
+        )
+    else:
+        kwargs = dict(config.config)
+        model_type = kwargs.pop("model_type", "llama")
+        if vocab_size is not None:
+            kwargs["vocab_size"] = vocab_size
+        hf = AutoConfig.for_model(model_type, **kwargs)
+        hf._attn_implementation = config.attn_implementation
+        model = AutoModelForCausalLM.from_config(hf, dtype=dtype, attn_implementation=config.attn_implementation)
+    if model.config.model_type not in LLM_TABLE:
+        raise ValueError(
+            f"LLM model_type {model.config.model_type!r} is not in vlfuse.llm.LLM_TABLE "
+            f"({', '.join(LLM_TABLE)}); add a row naming its decoder-layer path and position limit"
+        )
+    if vocab_size is not None and vocab_size > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(vocab_size)
+    return model
+
+
+def hidden_size(model: PreTrainedModel) -> int:
+    """``Dt``, the LLM width."""
+    return model.get_input_embeddings().embedding_dim
+
+
+def max_positions(model: PreTrainedModel) -> int:
+    """The longest sequence the LLM accepts (its position limit)."""
+    return int(getattr(model.config, LLM_TABLE[model.config.model_type][1]))
+
+
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    """The list of decoder layers, found through ``LLM_TABLE``."""
+    node: Any = model
+    for attr in LLM_TABLE[model.config.model_type][0].split("."):
+        node = getattr(node, attr)
+    return node

@@ -1,0 +1,165 @@
+"""The VLM: ``vision encoder -> connector -> injection -> LLM``, assembled from one ``VLMConfig``.
+
+Composition only: no model-family branches live here; each slot is a registered design.
+Shapes: ``B`` batch, ``N_all`` images in the batch, ``C H W`` pixels, ``P`` patches, ``Dv`` vision width,
+``V`` visual tokens per image, ``S`` sequence length, ``Dt`` LLM width, ``W`` vocabulary size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from vlfuse.config import component
+from vlfuse.connectors.base import Connector
+from vlfuse.data.collate import Processor
+from vlfuse.data.tokenizer import TokenizerConfig, load_tokenizer
+from vlfuse.data.transforms import ImageTransform
+from vlfuse.encoders.base import VisionEncoder
+from vlfuse.injection.base import Injector
+from vlfuse.llm import LLMConfig, build_llm, hidden_size, max_positions
+from vlfuse.objectives.lm import lm_loss
+from vlfuse.registry import CONNECTORS, ENCODERS, INJECTIONS
+
+
+@dataclass(frozen=True)
+class VLMConfig:
+    """One VLM: each slot's ``kind`` picks a registered design; the other keys configure it."""
+
+    encoder: Any = component("ENCODERS", "vit")
+    connector: Any = component("CONNECTORS", "mlp")
+    injection: Any = component("INJECTIONS", "concat")
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+
+@dataclass
+class VLMOutput:
+    """``loss`` (scalar, when labels were given), ``logits (B, S, W)``, the LLM's ``past_key_values``."""
+
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+    past_key_values: Any = None
+
+
+class VLM(nn.Module):
+    """A vision-language model built from its four slots.
+
+    Args:
+        config: the ``VLMConfig`` it was built from (saved with it).
+        encoder, connector, injector, llm: built modules.
+        tokenizer: holds the image placeholder token.
+
+    Example:
+        >>> model = VLM.from_config(VLMConfig())
+        >>> model.generate(images=[Image.open("scene.png")], prompt="<image> what color is the circle ?")
+        'red'
+    """
+
+    def __init__(self, config: VLMConfig, encoder: VisionEncoder, connector: Connector, injector: Injector,
+                 llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder, self.connector, self.injector, self.llm = encoder, connector, injector, llm
+        self.tokenizer = tokenizer
+        self.injector.image_token_id = tokenizer.convert_tokens_to_ids(config.tokenizer.image_token)
+
+    @classmethod
+    def from_config(cls, config: VLMConfig, tokenizer: PreTrainedTokenizerBase | None = None,
+                    words: list[str] | None = None) -> VLM:
+        """Build every slot from ``config``; the built-in tokenizer covers ``words`` (default: the scenes)."""
+        if tokenizer is None:
+            if words is None and config.tokenizer.path is None:
+                from vlfuse.data.scenes import ScenesConfig, scene_vocabulary
+
+                words = scene_vocabulary(ScenesConfig())
+            tokenizer = load_tokenizer(config.tokenizer, words or [])
+        encoder = ENCODERS.build(config.encoder)
+        llm = build_llm(config.llm, vocab_size=len(tokenizer))
+        connector = CONNECTORS.build(config.connector, in_dim=encoder.embed_dim, out_dim=hidden_size(llm))
+        injector = INJECTIONS.build(config.injection, llm)
+        return cls(config, encoder, connector, injector, llm, tokenizer)
+
+    # --- sizes -------------------------------------------------------------------------------------------------
+    @property
+    def visual_tokens(self) -> int:
+        """``V``: visual tokens per image at the encoder's input size."""
+        size = self.encoder.image_size
+        return self.connector.num_tokens(self.encoder.num_patches(size, size))
+
+    @property
+    def max_length(self) -> int:
+        """The LLM's position limit."""
+        return max_positions(self.llm)
+
+    def processor(self) -> Processor:
+        """The ``Processor`` (template, image expansion, transforms) that matches this model."""
+        enc = self.encoder
+        transform = ImageTransform(enc.image_size, enc.image_mean, enc.image_std, enc.in_channels)
+        return Processor(self.tokenizer, transform, self.injector.placeholder_tokens(self.visual_tokens),
+                         self.max_length, self.config.tokenizer.image_token, self.visual_tokens)
+
+    # --- forward -----------------------------------------------------------------------------------------------
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``(N_all, C, H, W) -> (N_all, V, Dt)``."""
+        return self.connector(self.encoder(pixel_values))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                image_counts: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                past_key_values: Any = None, use_cache: bool = False, visual: torch.Tensor | None = None) -> VLMOutput:
+        """``input_ids (B, S)`` with expanded image tokens, ``pixel_values (N_all, C, H, W)`` -> ``VLMOutput``.
+
+        ``visual (N_all, V, Dt)`` may be given instead of ``pixel_values`` (already encoded images).
+        """
+        if input_ids.shape[1] > self.max_length and past_key_values is None:
+            n_img = int((input_ids == self.injector.image_token_id).sum())
+            raise ValueError(
+                f"sequence of {input_ids.shape[1]} tokens ({input_ids.shape[1] - n_img} text + {n_img} visual) "
+                f"exceeds the LLM's {self.max_length} positions; use fewer images or a shorter text"
+            )
+        if visual is None and pixel_values is not None:
+            visual = self.encode_images(pixel_values)  # (N_all, V, Dt)
+        if position_ids is None and attention_mask is not None and past_key_values is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, S), left padding safe
+        out = self.injector(self.llm, input_ids, visual, attention_mask=attention_mask, position_ids=position_ids,
+                            past_key_values=past_key_values, use_cache=use_cache, image_counts=image_counts)
+        loss = lm_loss(out.logits, labels) if labels is not None else None
+        return VLMOutput(loss, out.logits, getattr(out, "past_key_values", None))
+
+    # --- generation, persistence (thin wrappers: the work lives in generate.py and checkpoint.py) ---------------
+    @torch.no_grad()
+    def generate(self, prompt: str, images: list[Any] | None = None, **kwargs: Any) -> str:
+        """Answer ``prompt`` (one ``<image>`` per image) about ``images``; kwargs go to ``generate.generate``."""
+        from vlfuse.generate import generate_text
+
+        return generate_text(self, prompt, images or [], **kwargs)
+
+    def save_pretrained(self, directory: str) -> None:
+        """Write ``config.json``, ``model.safetensors`` and the tokenizer files (atomically)."""
+        from vlfuse.train.checkpoint import save_vlm
+
+        save_vlm(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str) -> VLM:
+        """Load a model written by ``save_pretrained``; never unpickles."""
+        from vlfuse.train.checkpoint import load_vlm
+
+        return load_vlm(directory)
+
+    @classmethod
+    def from_transformers(cls, directory: str) -> VLM:
+        """Load a saved ``transformers`` VLM (e.g. ``LlavaForConditionalGeneration``) into the equivalent VLM."""
+        from vlfuse.convert import from_transformers
+
+        return from_transformers(directory)
+
+    def replace_config(self, **changes: Any) -> None:
+        """Record a change of a slot's config (e.g. after converting weights) in ``self.config``."""
+        self.config = dataclasses.replace(self.config, **changes)

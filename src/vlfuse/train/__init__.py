@@ -1,0 +1,1 @@
+"""Training: the loop, per-component policies (train / freeze / lora), atomic checkpoints and exact resume."""

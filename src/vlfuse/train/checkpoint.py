@@ -1,0 +1,164 @@
+"""Atomic persistence: exported models (``save_vlm``/``load_vlm``) and training checkpoints (exact resume).
+
+Everything is written to a temporary sibling directory and renamed into place, so an interrupted write never
+leaves a half-written model or checkpoint. Model weights are safetensors; loading never unpickles (optimizer
+and RNG state use ``torch.load(weights_only=True)``, which refuses arbitrary objects).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from transformers import AutoTokenizer
+
+from vlfuse.config import from_dict, to_dict
+
+FORMAT_VERSION = 1
+
+
+def atomic_dir(target: Path, write: Any) -> Path:
+    """Call ``write(tmp_dir)``, then move ``tmp_dir`` to ``target`` (replacing it) with renames only."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    write(tmp)
+    for f in tmp.iterdir():  # flush file contents before the rename makes them visible
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _portable_config(model: Any) -> dict[str, Any]:
+    """The model's config with backbone configs inlined, so loading needs none of the original folders."""
+    cfg = to_dict(model.config)
+    cfg["llm"]["path"] = None
+    cfg["llm"]["config"] = model.llm.config.to_dict()
+    cfg["tokenizer"]["path"] = None
+    if hasattr(model.encoder, "hf_config"):
+        cfg["encoder"].update(path=None, config=model.encoder.hf_config(),
+                              image_mean=list(model.encoder.image_mean), image_std=list(model.encoder.image_std))
+    return cfg
+
+
+def save_vlm(model: Any, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` + tokenizer files into ``directory``, atomically.
+
+    LoRA adapters, if any, are merged into a copy first, so the saved model is a plain one.
+    """
+    from vlfuse.train.policy import has_lora, merge_lora
+
+    if has_lora(model):
+        model = merge_lora(copy.deepcopy(model))
+
+    def write(tmp: Path) -> None:
+        meta = {"format": "vlfuse", "version": FORMAT_VERSION, "model": _portable_config(model), **(extra or {})}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        model.tokenizer.save_pretrained(str(tmp))
+        save_model(model, str(tmp / "model.safetensors"))
+
+    return atomic_dir(Path(directory), write)
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """``config.json`` of a saved vlfuse model, with a clear error for anything else."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{str(directory)!r} is not a vlfuse model folder (no config.json); train one with "
+                         "`vlfuse train` or save one with VLM.save_pretrained")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != "vlfuse":
+        raise ValueError(f"{str(path)!r} is not a vlfuse config; for a transformers model use VLM.from_transformers")
+    return meta
+
+
+def load_vlm(directory: str | Path) -> Any:
+    """Rebuild a model saved by ``save_vlm`` and load its safetensors weights (strict)."""
+    from vlfuse.model import VLM, VLMConfig
+
+    meta = read_meta(directory)
+    config = from_dict(VLMConfig, meta["model"])
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    model = VLM.from_config(config, tokenizer=tokenizer)
+    load_model(model, str(Path(directory) / "model.safetensors"))
+    return model
+
+
+# --- training checkpoints ---------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the loop draws from."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuplify(state["python"]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    state: dict[str, Any]) -> Path:
+    """Write ``run_dir/checkpoints/step-XXXXXXX`` atomically and point ``run_dir/checkpoints/latest`` at it."""
+    ckpt_root = Path(run_dir) / "checkpoints"
+    name = f"step-{state['step']:07d}"
+
+    def write(tmp: Path) -> None:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
+                   tmp / "trainer.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2))
+
+    path = atomic_dir(ckpt_root / name, write)
+    latest_tmp = ckpt_root / ".latest.tmp"
+    latest_tmp.write_text(name)
+    os.replace(latest_tmp, ckpt_root / "latest")
+    return path
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    pointer = Path(run_dir) / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    return path if (path / "state.json").is_file() else None
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any) -> dict[str, Any]:
+    """Restore model, optimizer, scheduler and RNGs from ``path``; returns the saved loop state."""
+    load_model(model, str(path / "model.safetensors"))
+    blob = torch.load(path / "trainer.pt", weights_only=True)
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    set_rng_state(blob["rng"])
+    return json.loads((path / "state.json").read_text())
