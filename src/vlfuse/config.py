@@ -144,14 +144,27 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``data["a"]["b"]["c"] = value`` for ``dotted="a.b.c"``, creating mappings on the way."""
+    """Set ``data["a"]["b"]["c"] = value`` for ``dotted="a.b.c"``, creating mappings on the way.
+
+    A numeric key indexes a list: ``stages.1.lr`` is the second stage's ``lr``.
+    """
     keys = dotted.split(".")
-    node = data
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
-    node[keys[-1]] = value
+    node: Any = data
+    for depth, k in enumerate(keys):
+        last = depth == len(keys) - 1
+        if isinstance(node, list):
+            if not k.isdigit() or int(k) >= len(node):
+                raise ConfigError(f"override {dotted!r}: {k!r} is not an index of a list of {len(node)} item(s)")
+            if last:
+                node[int(k)] = value
+            node = node[int(k)]
+        elif isinstance(node, dict):
+            if last:
+                node[k] = value
+            else:
+                node = node.setdefault(k, {})
+        else:
+            raise ConfigError(f"override {dotted!r}: {keys[depth - 1]!r} is not a section")
 
 
 def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:

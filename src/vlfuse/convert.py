@@ -36,7 +36,7 @@ def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
         if not (directory / name).is_file():
             raise ValueError(f"{str(directory)!r} has no {name}; save the transformers model with safetensors")
         with safe_open(str(directory / name), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118  (safe_open has no __iter__)
+            for key in f.keys():  # safe_open has no __iter__
                 out[key] = f.get_tensor(key)
     return out
 
@@ -79,7 +79,9 @@ def _tokenizer(directory: Path, token_id: int) -> tuple[Any, str]:
     try:
         tok = AutoTokenizer.from_pretrained(str(directory))
     except (OSError, ValueError) as e:
-        raise ValueError(f"{str(directory)!r} holds no tokenizer files ({e}); save the processor/tokenizer there") from None
+        raise ValueError(
+            f"{str(directory)!r} holds no tokenizer files ({e}); save the processor/tokenizer there"
+        ) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok, tok.convert_ids_to_tokens(token_id)

@@ -38,8 +38,10 @@ def generate_ids(model: VLM, batch: dict[str, torch.Tensor], max_new_tokens: int
     """Generate from a left-padded batch (``Processor.collate(..., padding_side="left")``).
 
     Returns ``(B, G)`` new token ids; after EOS a row is filled with EOS. ``on_token`` gets each step's ``(B,)``.
+    The image placeholder is never generated: a decode step has no image to put in its place.
     """
     eos = model.tokenizer.eos_token_id if eos_token_id is None else eos_token_id
+    image_id = model.injector.image_token_id
     mask = batch["attention_mask"]
     out = model(batch["input_ids"], attention_mask=mask, pixel_values=batch.get("pixel_values"),
                 image_counts=batch.get("image_counts"), use_cache=True)
@@ -49,6 +51,8 @@ def generate_ids(model: VLM, batch: dict[str, torch.Tensor], max_new_tokens: int
     tokens = []
     logits = out.logits[:, -1]  # (B, W)
     for step in range(max_new_tokens):
+        if image_id >= 0:
+            logits[:, image_id] = float("-inf")
         nxt = sample_next(logits, temperature, top_p, generator).masked_fill(done, eos)  # (B,)
         tokens.append(nxt)
         if on_token is not None:

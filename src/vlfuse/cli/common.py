@@ -1,0 +1,36 @@
+"""Helpers shared by subcommands: resolving ``--config`` (a file or a preset name) into a ``RunConfig``."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+
+from vlfuse.config import ConfigError, load_config
+from vlfuse.train.config import RunConfig
+
+
+def presets() -> list[str]:
+    """Names of the built-in run presets (``src/vlfuse/presets/*.yaml``)."""
+    return sorted(p.name[:-5] for p in resources.files("vlfuse.presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    candidate = resources.files("vlfuse.presets") / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return Path(str(candidate))
+    raise ConfigError(f"--config {name_or_path!r} is neither a file nor a preset; presets are: {', '.join(presets())}")
+
+
+def load_run(config: str | None, overrides: list[str] | None) -> RunConfig:
+    """``--config`` (default: the ``llava`` preset) plus ``--set key=value`` overrides."""
+    return load_config(RunConfig, preset_path(config or "llava"), overrides)
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="run config file (YAML/JSON) or preset name (default: llava)")
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", default=[],
+                   help="override a config value, e.g. --set stages.0.lr=1e-3 --set model.connector.kind=linear")

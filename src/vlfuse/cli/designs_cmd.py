@@ -1,0 +1,21 @@
+"""``vlfuse designs``: the registered encoders, connectors and injections, and the run presets."""
+
+from __future__ import annotations
+
+import argparse
+
+from vlfuse.cli.common import presets
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("designs", help="list registered designs and presets", description=__doc__)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlfuse import list_designs
+
+    for slot, names in list_designs().items():
+        print(f"{slot:<11} {', '.join(names)}")
+    print(f"{'presets':<11} {', '.join(presets())}")
+    return 0

@@ -1,0 +1,85 @@
+"""Exact-match evaluation per skill: greedy answers (batched, KV-cached) to held-out questions.
+
+A record's question is its first human turn, its reference the first gpt turn; records without a ``"skill"``
+count under ``"all"``. Shapes: ``B`` batch, ``G`` generated tokens.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from vlfuse.data.scenes import answer_matches
+from vlfuse.generate import generate_ids
+from vlfuse.model import VLM
+
+
+def question_answer(record: dict[str, Any]) -> tuple[str, str]:
+    turns = record["conversations"]
+    human = next((t["value"] for t in turns if t["from"] == "human"), None)
+    gpt = next((t["value"] for t in turns if t["from"] == "gpt"), None)
+    if human is None or gpt is None:
+        raise ValueError(f"record {record.get('id')!r} needs a human and a gpt turn to be evaluated")
+    return human, gpt
+
+
+def _images(record: dict[str, Any]) -> list[Any]:
+    return record.get("images") or ([record["image"]] if record.get("image") is not None else [])
+
+
+@torch.no_grad()
+def evaluate(model: VLM, records: Sequence[dict[str, Any]], batch_size: int = 100,
+             keep_predictions: bool = False) -> dict[str, Any]:
+    """``{"accuracy": {skill: fraction}, "n": total, "count": {skill: n}}`` (+ ``"predictions"`` if asked)."""
+    proc = model.processor()
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    hits: dict[str, int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
+    predictions = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        qa = [question_answer(r) for r in chunk]
+        examples = [proc.encode_prompt(q, _images(r)) for r, (q, _) in zip(chunk, qa)]
+        batch = {k: v.to(device) for k, v in proc.collate(examples, "left").items()}
+        longest = max(len(model.tokenizer(a, add_special_tokens=False).input_ids) for _, a in qa)
+        ids = generate_ids(model, batch, max_new_tokens=longest + 2)
+        texts = model.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        for r, (q, gold), pred in zip(chunk, qa, texts):
+            skill = str(r.get("skill", "all"))
+            counts[skill] += 1
+            ok = answer_matches(pred, gold)
+            hits[skill] += int(ok)
+            if keep_predictions:
+                predictions.append({"id": r.get("id"), "skill": skill, "question": q, "answer": gold,
+                                    "prediction": pred.strip(), "correct": ok})
+    model.train(was_training)
+    result: dict[str, Any] = {
+        "accuracy": {s: hits[s] / counts[s] for s in sorted(counts)},
+        "n": sum(counts.values()),
+        "count": dict(sorted(counts.items())),
+    }
+    if keep_predictions:
+        result["predictions"] = predictions
+    return result
+
+
+def accuracy_table(result: dict[str, Any], title: str = "accuracy per skill") -> Table:
+    """A ``rich`` table: skill, accuracy, samples."""
+    table = Table(title=title)
+    table.add_column("skill")
+    table.add_column("accuracy", justify="right")
+    table.add_column("n", justify="right")
+    for skill, acc in result["accuracy"].items():
+        table.add_row(skill, f"{100 * acc:.1f}%", str(result["count"][skill]))
+    return table
+
+
+def print_table(result: dict[str, Any], title: str = "accuracy per skill") -> None:
+    Console().print(accuracy_table(result, title))

@@ -1,0 +1,1 @@
+"""Built-in run presets (YAML), loaded by name with ``--config NAME``."""

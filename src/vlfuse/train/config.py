@@ -1,0 +1,108 @@
+"""The run config read by ``vlfuse train``: the model, the data, the loop settings and one or more stages.
+
+A stage is one phase of a recipe (e.g. LLaVA's alignment, then instruction tuning): its own steps, learning
+rate, batch, skills and per-component policy ``train | freeze | lora``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vlfuse.data.scenes import ScenesConfig
+from vlfuse.model import VLMConfig
+from vlfuse.train.policy import LoraSettings, Policy
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training and evaluation samples come from.
+
+    ``source="scenes"`` generates ``train_size`` built-in scenes from ``seed`` and ``eval_size`` held-out ones from
+    ``eval_seed``; ``source="llava"`` reads LLaVA-format JSON/JSONL files (``path``, ``eval_path``), with image
+    paths relative to ``image_folder`` (default: the JSON file's folder).
+    """
+
+    source: Literal["scenes", "llava"] = "scenes"
+    path: str | None = None
+    eval_path: str | None = None
+    image_folder: str | None = None
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)
+    train_size: int = 20000
+    eval_size: int = 800
+    seed: int = 0
+    eval_seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.source == "llava" and not self.path:
+            raise ValueError("data.source is 'llava' but data.path is empty; set data.path=FILE.json")
+        if self.train_size < 1 or self.eval_size < 0:
+            raise ValueError(f"data.train_size must be >= 1 and eval_size >= 0, got {self.train_size}, "
+                             f"{self.eval_size}")
+        if self.seed == self.eval_seed and self.source == "scenes":
+            raise ValueError(f"data.seed and data.eval_seed are both {self.seed}; evaluation must use other scenes")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One phase of training. ``skills`` (empty: all) keeps only samples tagged with those skills."""
+
+    name: str = "train"
+    steps: int = 500
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 30
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    clip: float = 1.0
+    skills: tuple[str, ...] = ()
+    policy: dict[str, Policy] = field(default_factory=lambda: {"encoder": "train", "connector": "train",
+                                                                "injector": "train", "llm": "train"})
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "grad_accum"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"stage {self.name!r}: {key} must be >= 1, got {getattr(self, key)}")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"stage {self.name!r}: lr must be in (0, 1), got {self.lr}")
+        bad = sorted(set(self.policy) - {"encoder", "connector", "injector", "llm"})
+        if bad:
+            raise ValueError(f"stage {self.name!r}: unknown component(s) {bad} in policy; "
+                             "use encoder, connector, injector, llm")
+        wrong = {k: v for k, v in self.policy.items() if v not in ("train", "freeze", "lora")}
+        if wrong:
+            raise ValueError(f"stage {self.name!r}: policy {wrong} is not one of train, freeze, lora")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Settings shared by all stages. ``precision="auto"`` is bf16 autocast on a GPU that supports it, else fp32."""
+
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    threads: int = 0
+    log_every: int = 20
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    eval_batch_size: int = 100
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``vlfuse train`` needs; saved as ``run.json`` beside the checkpoints."""
+
+    model: VLMConfig = field(default_factory=VLMConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    stages: tuple[StageConfig, ...] = (StageConfig(),)
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError("stages is empty; give at least one stage")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")

@@ -1,0 +1,215 @@
+"""The training loop: stages of AdamW with warm-up + cosine, clipping, accumulation, bf16 autocast, exact resume.
+
+Exact resume rests on three things: checkpoints hold model, optimizer, scheduler and every RNG; the data order
+is a pure function of ``(seed, stage, step)`` (``EncodedDataset.batch``); and ``metrics.jsonl`` is cut back to
+the checkpoint's step. SIGINT / SIGTERM finish the current step, write a checkpoint and stop.
+Shapes: ``B`` micro-batch, ``S`` sequence length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlfuse.config import to_dict
+from vlfuse.data.dataset import EncodedDataset, load_records, record_words
+from vlfuse.model import VLM
+from vlfuse.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vlfuse.train.config import RunConfig, StageConfig
+from vlfuse.train.policy import apply_policy, has_lora, merge_lora
+from vlfuse.train.progress import MetricsWriter, ProgressReporter
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised after a signal stopped the run; a checkpoint was written first (``path``)."""
+
+    def __init__(self, signum: int, path: Path) -> None:
+        super().__init__(f"stopped by signal {signum}; checkpoint saved to {path}; continue with --resume")
+        self.signum, self.path = signum, path
+
+
+class _SignalGuard:
+    """Records SIGINT/SIGTERM instead of dying mid-step (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "bf16":
+        return True
+    return precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def lr_factor(stage: StageConfig) -> Callable[[int], float]:
+    """Linear warm-up to 1, then cosine decay to ``min_lr_ratio`` at the last step."""
+
+    def factor(step: int) -> float:
+        if step < stage.warmup_steps:
+            return (step + 1) / stage.warmup_steps
+        span = max(stage.steps - stage.warmup_steps, 1)
+        progress = min((step - stage.warmup_steps) / span, 1.0)
+        return stage.min_lr_ratio + (1 - stage.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(run: RunConfig, records: list[dict[str, Any]]) -> VLM:
+    """The run's model; the built-in word tokenizer covers the scenes vocabulary or the data's words."""
+    if run.data.source == "scenes":
+        from vlfuse.data.scenes import scene_vocabulary
+
+        words = scene_vocabulary(run.data.scenes)
+    else:
+        words = record_words(records, run.model.tokenizer.image_token)
+    return VLM.from_config(run.model, words=words)
+
+
+def train(run: RunConfig, out_dir: str | Path, resume: bool = False, stop_after: int | None = None,
+          show_progress: bool | None = None) -> VLM:
+    """Train ``run`` into ``out_dir`` (``checkpoints/``, ``metrics.jsonl``, ``run.json``, final ``model/``).
+
+    ``stop_after`` ends the run after that many optimizer steps in all (with a checkpoint), as an interruption
+    would; ``resume`` continues from the newest checkpoint.
+    """
+    out = Path(out_dir)
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None and not resume:
+        raise ValueError(f"{str(out)!r} already holds a run (checkpoint {ckpt.name}); pass --resume to continue it "
+                         "or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if run.train.threads:
+        torch.set_num_threads(run.train.threads)
+    seed_everything(run.train.seed)
+    (out / "run.json").write_text(json.dumps(to_dict(run), indent=2))
+    records = load_records(run.data, "train")
+    model = build_model(run, records)
+    device = resolve_device(run.train.device)
+    model.to(device).train()
+    state = {"stage": 0, "step": 0, "global_step": 0}
+    if ckpt is not None:
+        state = json.loads((ckpt / "state.json").read_text())
+    metrics = MetricsWriter(out / "metrics.jsonl")
+    metrics.truncate(state["global_step"])
+    reporter = ProgressReporter(show_progress, run.train.log_every)
+    with _SignalGuard() as guard:
+        for si, stage in enumerate(run.stages):
+            if si < state["stage"]:
+                continue
+            resume_from = ckpt if (ckpt is not None and si == state["stage"]) else None
+            if not _run_stage(run, si, model, records, device, state, resume_from, metrics, reporter, guard,
+                              stop_after, out):
+                return model.eval()
+            if has_lora(model):
+                merge_lora(model)
+    model.save_pretrained(str(out / "model"))
+    return model.eval()
+
+
+def _run_stage(run: RunConfig, si: int, model: VLM, records: list[dict[str, Any]], device: torch.device,
+               state: dict[str, Any], ckpt: Path | None, metrics: MetricsWriter, reporter: ProgressReporter,
+               guard: _SignalGuard, stop_after: int | None, out: Path) -> bool:
+    """One stage; returns False when the run stopped early (``stop_after``), raises on a signal."""
+    stage = run.stages[si]
+    apply_policy(model, stage.policy, stage.lora)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"stage {stage.name!r} trains nothing: every component is frozen; set a policy to train")
+    opt = torch.optim.AdamW(params, lr=stage.lr, betas=stage.betas, weight_decay=stage.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(stage))
+    start = 0
+    if ckpt is not None:
+        load_checkpoint(ckpt, model, opt, sched)
+        start = state["step"]
+    data = EncodedDataset(records, model.processor(), stage.skills)
+    stream = data.batches(start * stage.grad_accum, stage.batch_size, seed=run.train.seed * 101 + si)
+    bf16 = use_bf16(run.train.precision, device)
+    reporter.start(stage.name, start, stage.steps)
+    try:
+        for step in range(start, stage.steps):
+            t0 = time.perf_counter()
+            loss = _step(model, opt, stream, stage, device, bf16, params)
+            sched.step()
+            state.update(stage=si, step=step + 1, global_step=state["global_step"] + 1)
+            sps = stage.batch_size * stage.grad_accum / (time.perf_counter() - t0)
+            metrics.write({"stage": stage.name, "step": step + 1, "global_step": state["global_step"],
+                           "loss": loss, "lr": opt.param_groups[0]["lr"], "samples_per_s": round(sps, 2)})
+            reporter.update(step + 1, loss, sps)
+            g = state["global_step"]
+            stopping = bool(guard.signum) or (stop_after is not None and g >= stop_after)
+            if stopping or g % run.train.checkpoint_every == 0 or step + 1 == stage.steps:
+                path = save_checkpoint(out, model, opt, sched, dict(state, stage_name=stage.name))
+                _prune(out, run.train.keep_checkpoints)
+            if guard.signum:
+                raise TrainingInterrupted(guard.signum, path)
+            if stopping:
+                return False
+    finally:
+        reporter.stop()
+    return True
+
+
+def _step(model: VLM, opt: torch.optim.Optimizer, stream: Any, stage: StageConfig, device: torch.device,
+          bf16: bool, params: list[torch.nn.Parameter]) -> float:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss."""
+    total = 0.0
+    for _ in range(stage.grad_accum):
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(stream).items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss / stage.grad_accum
+        loss.backward()
+        total += float(loss.detach())
+    if stage.clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, stage.clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return total
+
+
+def _prune(out: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints (never the one ``latest`` points at)."""
+    import shutil
+
+    root = out / "checkpoints"
+    latest = (root / "latest").read_text().strip()
+    ckpts = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for p in ckpts[: max(len(ckpts) - max(keep, 1), 0)]:
+        if p.name != latest:
+            shutil.rmtree(p, ignore_errors=True)
