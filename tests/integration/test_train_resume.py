@@ -66,7 +66,7 @@ def test_training_lowers_the_loss_and_saves_a_loadable_model(tmp_path):
 def test_a_second_run_into_the_same_folder_needs_resume(tmp_path):
     run = tiny_run([{"name": "t", "steps": 2, "batch_size": 2}])
     train(run, tmp_path, show_progress=False)
-    with pytest.raises(ValueError, match="already holds a run.*--resume"):
+    with pytest.raises(ValueError, match=r"already holds a run.*--resume"):
         train(run, tmp_path, show_progress=False)
 
 

@@ -129,7 +129,7 @@ def train(run: RunConfig, out_dir: str | Path, resume: bool = False, stop_after:
     metrics.truncate(state["global_step"])
     reporter = ProgressReporter(show_progress, run.train.log_every)
     with _SignalGuard() as guard:
-        for si, stage in enumerate(run.stages):
+        for si in range(len(run.stages)):
             if si < state["stage"]:
                 continue
             resume_from = ckpt if (ckpt is not None and si == state["stage"]) else None

@@ -1,4 +1,4 @@
-"""``vlfuse designs``: the registered encoders, connectors and injections, and the run presets."""
+"""``vlfuse ls``: the registered encoders, connectors and injections, and the run presets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from vlfuse.cli.common import presets
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("designs", help="list registered designs and presets", description=__doc__)
+    p = sub.add_parser("ls", help="list registered designs and presets", description=__doc__)
     p.set_defaults(func=run)
 
 

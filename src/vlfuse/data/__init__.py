@@ -1,0 +1,1 @@
+"""Data: built-in scenes, LLaVA-format files, transforms, tokenisation and batching."""
