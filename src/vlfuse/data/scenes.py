@@ -1,262 +1,300 @@
-"""Built-in procedural scenes: coloured shapes on a grid (optionally a rendered word) and questions about them.
+"""Built-in procedural scenes: coloured shapes on a dark canvas, an optional rendered word, and questions about them.
 
-Deterministic: record ``i`` of ``generate(cfg, n, seed)`` depends only on ``(cfg, seed, i)``, so any prefix of a
-larger set is the smaller set. Objects sit in distinct cells of a ``grid x grid`` layout (with jitter), which
-keeps spatial relations unambiguous: a ``spatial`` question names two objects in one row (left / right) or one
-column (above / below). Every answer family is balanced by choosing the answer first, then building the scene.
-Records are LLaVA-format dicts with in-memory PIL images and a ``"skill"`` tag.
-Shapes: images are ``image_size x image_size`` RGB.
-"""
+Objects sit in distinct cells of a coarse grid, jittered inside their cell with a 1-pixel margin, so they never
+overlap; a word, when present, lives in a reserved strip at the bottom. Each answer family (``SKILLS``) is balanced
+by drawing the answer first and then building a scene that has it. Record ``i`` of ``generate(cfg, n, seed)``
+depends only on ``(cfg, seed, i)``, so any prefix of a larger set is the smaller set, pixel for pixel.
+Shapes: each image is ``(H, W) = (image_size, image_size)`` RGB; ``multi`` records carry ``N = 2`` images."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
+from functools import lru_cache
+from random import Random
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
 SKILLS = ("color", "shape", "count", "spatial", "exist", "ocr", "multi", "caption")
-RGB = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 245), "yellow": (240, 220, 40),
-       "purple": (170, 60, 220), "white": (245, 245, 245), "orange": (250, 140, 20), "cyan": (40, 220, 230)}
-SHAPES = ("circle", "square", "triangle")
-NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+RGB = {  # far apart in RGB so a 1-pixel sample names the colour
+    "red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 80, 250), "yellow": (245, 225, 30),
+    "purple": (160, 40, 220), "white": (250, 250, 250), "orange": (250, 140, 0), "cyan": (0, 220, 230),
+}  # fmt: skip
+SHAPES, SIZES = ("circle", "square", "triangle"), ("small", "large")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 WORDS = ("cat", "dog", "sun", "box", "car", "hat", "cup", "pen", "map", "key", "bus", "egg")
-BACKGROUND = (0, 0, 0)
-QUESTION_WORDS = ("what", "color", "is", "the", "shape", "object", "how", "many", "objects", "are", "there", "where",
-                  "relative", "to", "a", "word", "written", "which", "image", "has", "more", "describe", ".", ",",
-                  "?", "first", "second", "yes", "no", "left", "right", "above", "below")
+BACKGROUND, STRIP, INK = (0, 0, 0), (48, 48, 48), (255, 255, 255)  # canvas, word strip, word
+TEMPLATES = {  # every text a record holds; caption items are joined by " , " and closed by " ."
+    "color": "what color is the {shape} ?", "shape": "what shape is the {color} object ?",
+    "count": "how many objects are there ?", "count_shape": "how many {shape}s are there ?",
+    "spatial": "where is the {color} {shape} relative to the {color2} {shape2} ?",
+    "exist": "is there a {color} {shape} ?", "ocr": "what word is written ?",
+    "multi": "which image has more {shape}s ?", "caption": "describe the image .",
+    "caption_item": "a {size} {color} {shape}", "caption_word": "the word is {word} .",
+}  # fmt: skip
+ANSWER_WORDS = ("yes", "no", "left", "right", "above", "below", "first", "second", ",", ".")
+Spec = tuple[str, str]  # (shape, color)
+Pins = dict[int, tuple[int, int, str]]  # spec index -> (row, col, jitter axis)
+Plan = tuple[list[tuple[list[Spec], Pins]], str, str]  # (specs, pins) per image, question, answer
 
 
 @dataclass(frozen=True)
 class ScenesConfig:
-    image_size: int = 32  # pixels per side
-    grid: int = 3  # objects sit in distinct cells of a grid x grid layout
-    min_objects: int = 1
-    max_objects: int = 6
-    colors: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "white")
+    """What the scenes generator draws and asks, e.g. ``generate(ScenesConfig(skills={"color": 1.0}), 8, seed=0)``."""
+
+    image_size: int = 32  # pixels per side; 16 is the smallest that keeps shapes recognisable
+    min_objects: int = 1  # per image; question families raise it where they need more (spatial needs 2)
+    max_objects: int = 6  # per image; at most the grid's cells (9 at 32 px, 6 when a word takes the bottom strip)
+    colors: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "white")  # names from ``RGB``
     shapes: tuple[str, ...] = SHAPES
-    sizes: tuple[str, ...] = ("small", "large")
-    word_prob: float = 0.0  # chance that a scene of another skill also shows a word
-    words: tuple[str, ...] = WORDS
+    sizes: tuple[str, ...] = SIZES
+    word_prob: float = 0.0  # chance that a non-ocr single-image scene also shows a word (multi never does)
+    words: tuple[str, ...] = WORDS  # lower-case letters; drawn upper-case
     skills: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SKILLS, 1.0))  # skill -> weight
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.skills) - set(SKILLS))
-        if unknown:
-            raise ValueError(f"scenes.skills: unknown skill(s) {unknown}; choose from {', '.join(SKILLS)}")
-        if not any(w > 0 for w in self.skills.values()):
-            raise ValueError(f"scenes.skills: all weights are zero in {self.skills}; give one a positive weight")
+        for name, valid, least in (("colors", tuple(RGB), 2), ("shapes", SHAPES, 2), ("sizes", SIZES, 1)):
+            given = getattr(self, name)
+            if len(set(given)) != len(given) or len(given) < least or not set(given) <= set(valid):
+                _invalid(name, given, f"need {least}+ distinct names from {list(valid)}")
+        weights = list(self.skills.values())
+        if not set(self.skills) <= set(SKILLS) or not weights or min(weights) < 0 or max(weights) <= 0:
+            _invalid("skills", self.skills, f"need weights >= 0, at least one > 0, for names in {list(SKILLS)}")
+        if not 0.0 <= self.word_prob <= 1.0:
+            _invalid("word_prob", self.word_prob, "use a probability in [0, 1]")
         if self.image_size < 16:
-            raise ValueError(f"scenes.image_size is {self.image_size}; use 16 or more pixels")
-        cells = self.grid * (self.grid - 1)  # a word takes one row of cells
-        if not 1 <= self.min_objects <= self.max_objects <= min(cells, len(NUMBERS) - 1):
-            raise ValueError(f"scenes: need 1 <= min_objects <= max_objects <= {min(cells, 9)} for grid "
-                             f"{self.grid}, got {self.min_objects}..{self.max_objects}")
-        bad = sorted(set(self.colors) - set(RGB)) + sorted(set(self.shapes) - set(SHAPES))
-        if bad or len(self.colors) < 2 or len(self.shapes) < 2:
-            raise ValueError(f"scenes: colors must be 2+ of {list(RGB)} and shapes 2+ of {list(SHAPES)}; "
-                             f"unknown: {bad}")
-        if not set(self.sizes) <= {"small", "large"} or not self.sizes or not self.words:
-            raise ValueError(f"scenes: sizes must be a subset of small, large (got {self.sizes}) and words non-empty")
+            _invalid("image_size", self.image_size, "shapes are unrecognisable below 16 px; use 16 or more")
+        if not 0 <= self.min_objects <= self.max_objects:
+            _invalid("min_objects", self.min_objects, f"need 0 <= min_objects <= max_objects ({self.max_objects})")
+        limit, word = min(layout(self.image_size, False).cells, len(NUMBER_WORDS) - 1), layout(self.image_size, True)
+        if not 2 <= self.max_objects <= limit:
+            need = f"a {self.image_size} px image fits 2..{limit}; lower it or raise image_size"
+            _invalid("max_objects", self.max_objects, need)
+        if self.word_prob > 0 and (self.max_objects > word.cells or min(word.rows, word.cols) < 2):
+            need = f"a word leaves a {word.rows}x{word.cols} grid, too small for {self.max_objects} objects or spatial"
+            _invalid("word_prob", self.word_prob, need + "; raise image_size, lower max_objects or set word_prob = 0")
+        bad = [w for w in self.words if not (w.isascii() and w.isalpha() and w.islower())]
+        if self.word_prob > 0 or self.skills.get("ocr", 0) > 0:
+            bad += [w for w in self.words if _word_width(w, word.font_size) > self.image_size]
+        if not self.words or bad:
+            _invalid("words", self.words, f"need lower-case a-z words that fit {self.image_size} px (bad: {bad})")
+
+
+def _invalid(name: str, value: Any, need: str) -> None:
+    raise ValueError(f"scenes.{name} = {value!r}: {need}")
 
 
 @dataclass(frozen=True)
-class Obj:
+class Layout:
+    """Pixel geometry for one image size: object sides, the cell grid and the word strip (0 rows when no word)."""
+
+    small: int  # side of a small object
+    large: int  # side of a large object
+    cell: int  # grid pitch: large side + a 1-pixel margin each side
+    cols: int
+    rows: int
+    origin: tuple[int, int]  # (x, y) of the grid's top-left pixel; the grid is centred above the strip
+    font_size: int
+    strip: int  # rows reserved for the word at the bottom
+    cells: int  # rows * cols
+
+
+@lru_cache(maxsize=32)
+def layout(image_size: int, with_word: bool) -> Layout:
+    """The grid for ``image_size`` px, leaving room for a word strip when ``with_word``."""
+    small = max(4, round(image_size / 6))
+    large = max(small + 2, image_size // 4)
+    cell = large + 2
+    font_size = max(7, round(image_size * 10 / 32))  # 10 at 32 px: 8-pixel capitals, the smallest that stay legible
+    ink = _font(font_size).getbbox("ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # (left, top, right, bottom) of all capitals
+    strip = int(ink[3] - ink[1]) + 2 if with_word else 0  # the capitals plus a 1-pixel margin above and below
+    rows, cols = (image_size - strip) // cell, image_size // cell
+    origin = ((image_size - cols * cell) // 2, (image_size - strip - rows * cell) // 2)
+    return Layout(small, large, cell, cols, rows, origin, font_size, strip, rows * cols)
+
+
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)  # Pillow's bundled FreeType font: no system fonts needed
+
+
+def _word_width(word: str, font_size: int) -> int:
+    """Pixels of ink ``word`` takes, drawn upper-case."""
+    left, _, right, _ = _font(font_size).getbbox(word.upper())
+    return int(right - left)
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One drawn shape: what it is, which grid cell holds it and its pixel box."""
+
     shape: str
     color: str
     size: str
-    row: int
-    col: int
+    cell: tuple[int, int]  # (row, col) in the layout's grid
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1) pixels, inclusive
 
 
-# --- drawing ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Scene:
+    """Everything one image shows; ``render`` turns it into pixels."""
+
+    image_size: int
+    objects: tuple[SceneObject, ...]
+    word: str | None = None
+    word_x: int = 0  # left pixel of the word's ink
 
 
-def render(cfg: ScenesConfig, objects: list[Obj], word: str | None, rng: random.Random) -> Image.Image:
-    """Draw ``objects`` in their cells and ``word`` in the bottom strip."""
-    s, g = cfg.image_size, cfg.grid
+@dataclass(frozen=True)
+class Sample:
+    """One question about one or two scenes, before rendering."""
+
+    skill: str
+    scenes: tuple[Scene, ...]
+    question: str  # without the ``<image>`` lines
+    answer: str
+
+
+def render(scene: Scene) -> Image.Image:
+    """Draw ``scene`` as a ``(H, W) = (image_size, image_size)`` RGB image at 1x (no antialiasing)."""
+    s = scene.image_size
     image = Image.new("RGB", (s, s), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    cell = s // g
-    for o in objects:
-        side = max(4, round(cell * (0.9 if o.size == "large" else 0.55)))
-        slack = cell - side
-        x0 = o.col * cell + rng.randint(0, slack)
-        y0 = o.row * cell + rng.randint(0, slack)
-        box = (x0, y0, x0 + side - 1, y0 + side - 1)
-        color = RGB[o.color]
+    for o in scene.objects:
+        x0, y0, x1, y1 = o.box
         if o.shape == "circle":
-            draw.ellipse(box, fill=color)
+            draw.ellipse(o.box, fill=RGB[o.color])
         elif o.shape == "square":
-            draw.rectangle(box, fill=color)
-        else:
-            draw.polygon([(x0 + (side - 1) / 2, y0), (x0, y0 + side - 1), (x0 + side - 1, y0 + side - 1)], fill=color)
-    if word is not None:
-        font = ImageFont.load_default(size=max(8, round(cell * 0.95)))
-        draw.text((rng.randint(0, max(s // 4, 1)), (g - 1) * cell), word.upper(), fill=(255, 255, 255), font=font)
+            draw.rectangle(o.box, fill=RGB[o.color])
+        else:  # triangle, pointing up
+            draw.polygon([((x0 + x1) / 2, y0), (x0, y1), (x1, y1)], fill=RGB[o.color])
+    if scene.word is not None:
+        lay = layout(s, True)
+        draw.rectangle((0, s - lay.strip, s - 1, s - 1), fill=STRIP)
+        draw.fontmode = "1"  # crisp 1-bit glyphs read better than grey antialiasing at 8 pixels
+        ink_left, ink_top, _, _ = _font(lay.font_size).getbbox(text := scene.word.upper())
+        draw.text((scene.word_x - ink_left, s - lay.strip + 1 - ink_top), text, fill=INK, font=_font(lay.font_size))
     return image
 
 
-# --- scene building -----------------------------------------------------------------------------------------
-
-
-def _place(rng: random.Random, cfg: ScenesConfig, specs: list[tuple[str, str]], rows: int,
-           fixed: dict[int, tuple[int, int]] | None = None) -> list[Obj]:
-    """Objects of the given ``(shape, color)`` in distinct random cells (``fixed`` pins some to cells)."""
-    fixed = fixed or {}
-    free = [(r, c) for r in range(rows) for c in range(cfg.grid) if (r, c) not in fixed.values()]
+def _place(rng: Random, cfg: ScenesConfig, lay: Layout, specs: list[Spec], pins: Pins) -> tuple[SceneObject, ...]:
+    """Objects for ``specs`` in distinct cells; ``pins[i] = (row, col, axis)`` fixes object ``i``'s cell and jitters it
+    only along ``axis``, centring it across, so two objects pinned in one row (column) share a centre y (x)."""
+    taken = {(r, c) for r, c, _ in pins.values()}
+    free = [(r, c) for r in range(lay.rows) for c in range(lay.cols) if (r, c) not in taken]
     rng.shuffle(free)
-    out = []
+    objects = []
     for i, (shape, color) in enumerate(specs):
-        r, c = fixed[i] if i in fixed else free.pop()
-        out.append(Obj(shape, color, rng.choice(cfg.sizes), r, c))
-    return out
+        row, col, axis = pins[i] if i in pins else (*free.pop(), "")
+        size = rng.choice(cfg.sizes)
+        side = lay.small if size == "small" else lay.large
+        centred = (lay.cell - side) // 2
+        dx = centred if axis == "y" else rng.randint(1, lay.cell - side - 1)
+        dy = centred if axis == "x" else rng.randint(1, lay.cell - side - 1)
+        x0, y0 = lay.origin[0] + col * lay.cell + dx, lay.origin[1] + row * lay.cell + dy
+        objects.append(SceneObject(shape, color, size, (row, col), (x0, y0, x0 + side - 1, y0 + side - 1)))
+    return tuple(objects)
 
 
-def _distinct_specs(rng: random.Random, cfg: ScenesConfig, n: int, avoid: set[tuple[str, str]] = frozenset(),
-                    shapes: tuple[str, ...] | None = None, colors: tuple[str, ...] | None = None
-                    ) -> list[tuple[str, str]]:
-    """``n`` random ``(shape, color)`` pairs, none in ``avoid``; distinct from each other."""
-    pool = [(s, c) for s in (shapes or cfg.shapes) for c in (colors or cfg.colors) if (s, c) not in avoid]
-    return rng.sample(pool, n)
+def _specs(rng: Random, n: int, shapes: tuple[str, ...], colors: tuple[str, ...]) -> list[Spec]:
+    return [(rng.choice(shapes), rng.choice(colors)) for _ in range(n)]
 
 
-def _random_specs(rng: random.Random, cfg: ScenesConfig, n: int, shapes: tuple[str, ...] | None = None,
-                  colors: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
-    return [(rng.choice(shapes or cfg.shapes), rng.choice(colors or cfg.colors)) for _ in range(n)]
+def _with_count(rng: Random, cfg: ScenesConfig, shape: str, k: int, lo: int, hi: int) -> list[Spec]:
+    """Exactly ``k`` objects of ``shape`` among ``max(lo, k)..hi`` objects."""
+    others = tuple(s for s in cfg.shapes if s != shape)
+    return _specs(rng, k, (shape,), cfg.colors) + _specs(rng, rng.randint(max(lo, k), hi) - k, others, cfg.colors)
 
 
-def _rows(cfg: ScenesConfig, word: str | None) -> int:
-    return cfg.grid - 1 if word is not None else cfg.grid
-
-
-def _n_objects(rng: random.Random, cfg: ScenesConfig, low: int | None = None) -> int:
-    return rng.randint(max(cfg.min_objects, low or 0), cfg.max_objects)
-
-
-def _q_color(rng, cfg, rows):
+def _plan(rng: Random, cfg: ScenesConfig, skill: str, lay: Layout) -> Plan:
+    """``([(specs, pins)] per image, question, answer)`` for ``skill``; the answer is drawn first."""
+    hi = min(cfg.max_objects, lay.cells)  # an ocr scene may fit fewer objects beside its word
+    lo = min(cfg.min_objects, hi)
     shape, color = rng.choice(cfg.shapes), rng.choice(cfg.colors)
-    others = _random_specs(rng, cfg, _n_objects(rng, cfg) - 1, tuple(s for s in cfg.shapes if s != shape))
-    return [(shape, color), *others], f"what color is the {shape} ?", color
-
-
-def _q_shape(rng, cfg, rows):
-    shape, color = rng.choice(cfg.shapes), rng.choice(cfg.colors)
-    others = _random_specs(rng, cfg, _n_objects(rng, cfg) - 1, colors=tuple(c for c in cfg.colors if c != color))
-    return [(shape, color), *others], f"what shape is the {color} object ?", shape
-
-
-def _q_count(rng, cfg, rows):
-    if rng.random() < 0.5:
-        n = _n_objects(rng, cfg)
-        return _random_specs(rng, cfg, n), "how many objects are there ?", NUMBERS[n]
-    shape = rng.choice(cfg.shapes)
-    k = rng.randint(0, cfg.max_objects)
-    rest = rng.randint(max(cfg.min_objects - k, 0), cfg.max_objects - k)
-    specs = _random_specs(rng, cfg, k, (shape,)) + _random_specs(rng, cfg, rest, tuple(s for s in cfg.shapes
-                                                                                      if s != shape))
-    return specs, f"how many {shape}s are there ?", NUMBERS[k]
-
-
-def _q_exist(rng, cfg, rows):
-    shape, color = rng.choice(cfg.shapes), rng.choice(cfg.colors)
-    yes = rng.random() < 0.5
-    n = _n_objects(rng, cfg)
-    others = _distinct_specs(rng, cfg, n - 1 if yes else n, avoid={(shape, color)})
-    specs = [(shape, color), *others] if yes else others
-    return specs, f"is there a {color} {shape} ?", "yes" if yes else "no"
-
-
-def _spatial(rng: random.Random, cfg: ScenesConfig, rows: int) -> tuple[list[Obj], str, str]:
+    if skill == "color":  # the asked shape is unique in the scene
+        specs = _with_count(rng, cfg, shape, 1, lo, hi)
+        return [(specs, {})], TEMPLATES["color"].format(shape=shape), specs[0][1]
+    if skill == "shape":  # the asked colour is unique in the scene
+        others = _specs(rng, rng.randint(max(lo, 1), hi) - 1, cfg.shapes, tuple(c for c in cfg.colors if c != color))
+        return [([(shape, color), *others], {})], TEMPLATES["shape"].format(color=color), shape
+    if skill == "count" and rng.random() < 0.5:
+        n = rng.randint(lo, hi)
+        return [(_specs(rng, n, cfg.shapes, cfg.colors), {})], TEMPLATES["count"], NUMBER_WORDS[n]
+    if skill == "count":
+        k = rng.randint(0, hi)
+        specs = _with_count(rng, cfg, shape, k, lo, hi)
+        return [(specs, {})], TEMPLATES["count_shape"].format(shape=shape), NUMBER_WORDS[k]
+    if skill == "exist":
+        present = rng.random() < 0.5
+        pool = [(s, c) for s in cfg.shapes for c in cfg.colors if (s, c) != (shape, color)]
+        specs = [(shape, color)] * present + [rng.choice(pool) for _ in range(rng.randint(max(lo, 1), hi) - present)]
+        return [(specs, {})], TEMPLATES["exist"].format(shape=shape, color=color), "yes" if present else "no"
+    if skill == "multi":  # two images, never a tie
+        counts = rng.sample(range(hi + 1), 2)
+        images = [(_with_count(rng, cfg, shape, k, lo, hi), {}) for k in counts]
+        return images, TEMPLATES["multi"].format(shape=shape), "first" if counts[0] > counts[1] else "second"
+    if skill in ("ocr", "caption"):  # any scene; the answer comes from it later
+        return [(_specs(rng, rng.randint(max(lo, 1), hi), cfg.shapes, cfg.colors), {})], TEMPLATES[skill], ""
+    # spatial: two uniquely described objects in one row (left / right) or one column (above / below)
     answer = rng.choice(("left", "right", "above", "below"))
-    if answer in ("left", "right"):
-        r = rng.randrange(rows)
-        a, b = rng.sample(range(cfg.grid), 2)
-        cells = {0: (r, a), 1: (r, b)}
-        first_left = a < b
-        answer = "left" if first_left else "right"
-    else:
-        c = rng.randrange(cfg.grid)
-        a, b = rng.sample(range(rows), 2)
-        cells = {0: (a, c), 1: (b, c)}
-        answer = "above" if a < b else "below"
-    n = _n_objects(rng, cfg, low=2)
-    specs = _distinct_specs(rng, cfg, n)
-    objects = _place(rng, cfg, specs, rows, cells)
-    (s1, c1), (s2, c2) = specs[0], specs[1]
-    return objects, f"where is the {c1} {s1} relative to the {c2} {s2} ?", answer
+    pairs = [(s, c) for s in cfg.shapes for c in cfg.colors]
+    a, b = rng.sample(pairs, 2)
+    others = [p for p in pairs if p not in (a, b)]
+    specs = [a, b, *(rng.choice(others) for _ in range(rng.randint(max(lo, 2), hi) - 2))]
+    horizontal = answer in ("left", "right")
+    line = rng.randrange(lay.rows if horizontal else lay.cols)
+    near, far = sorted(rng.sample(range(lay.cols if horizontal else lay.rows), 2))
+    order = (near, far) if answer in ("left", "above") else (far, near)
+    pins = {j: (line, k, "x") if horizontal else (k, line, "y") for j, k in enumerate(order)}
+    return [(specs, pins)], TEMPLATES["spatial"].format(color=a[1], shape=a[0], color2=b[1], shape2=b[0]), answer
 
 
-def _caption(objects: list[Obj], word: str | None) -> str:
-    parts = [f"a {o.size} {o.color} {o.shape}" for o in sorted(objects, key=lambda o: (o.col, o.row))]
-    text = " , ".join(parts) + " ."
-    return text + f" the word is {word} ." if word is not None else text
+def caption(scene: Scene) -> str:
+    """Objects left to right (top to bottom within a column), then the word if there is one."""
+    objects = sorted(scene.objects, key=lambda o: o.cell[::-1])
+    text = " , ".join(TEMPLATES["caption_item"].format(size=o.size, color=o.color, shape=o.shape) for o in objects)
+    return f"{text} ." if scene.word is None else f"{text} . {TEMPLATES['caption_word'].format(word=scene.word)}"
 
 
-QUESTIONS = {"color": _q_color, "shape": _q_shape, "count": _q_count, "exist": _q_exist}
-
-
-def make_record(cfg: ScenesConfig, seed: int, i: int) -> dict[str, Any]:
-    """Record ``i`` of the scenes drawn from ``seed``."""
-    rng = random.Random(f"vlfuse-scenes-{seed}-{i}")
-    names = [s for s in SKILLS if cfg.skills.get(s, 0) > 0]
-    skill = rng.choices(names, weights=[cfg.skills[s] for s in names])[0]
-    word = rng.choice(cfg.words) if skill == "ocr" or rng.random() < cfg.word_prob else None
-    rows = _rows(cfg, word)
-    images, prefix = None, "<image>\n"
-    if skill in QUESTIONS:
-        specs, question, answer = QUESTIONS[skill](rng, cfg, rows)
-        objects = _place(rng, cfg, specs, rows)
-    elif skill == "spatial":
-        objects, question, answer = _spatial(rng, cfg, rows)
-    elif skill == "ocr":
-        objects = _place(rng, cfg, _random_specs(rng, cfg, _n_objects(rng, cfg)), rows)
-        question, answer = "what word is written ?", word
-    elif skill == "caption":
-        objects = _place(rng, cfg, _random_specs(rng, cfg, _n_objects(rng, cfg)), rows)
-        question, answer = "describe the image .", _caption(objects, word)
-    else:  # multi: two images, never a tie
-        images, question, answer = _multi(rng, cfg, rows, word)
-        prefix = "<image>\n<image>\n"
-    record: dict[str, Any] = {"id": f"scenes-{seed}-{i}"}
-    if images is None:
-        record["image"] = render(cfg, objects, word, rng)
-    else:
-        record["images"] = images
-    record["conversations"] = [{"from": "human", "value": prefix + question}, {"from": "gpt", "value": answer}]
-    record["skill"] = skill
-    return record
-
-
-def _multi(rng: random.Random, cfg: ScenesConfig, rows: int, word: str | None) -> tuple[list, str, str]:
-    shape = rng.choice(cfg.shapes)
-    a, b = rng.sample(range(0, cfg.max_objects + 1), 2)
-    images = []
-    for k in (a, b):
-        rest = rng.randint(max(cfg.min_objects - k, 0), cfg.max_objects - k)
-        specs = _random_specs(rng, cfg, k, (shape,)) + _random_specs(
-            rng, cfg, rest, tuple(s for s in cfg.shapes if s != shape))
-        images.append(render(cfg, _place(rng, cfg, specs, rows), word, rng))
-    return images, f"which image has more {shape}s ?", "first" if a > b else "second"
+def make_sample(cfg: ScenesConfig, seed: int, i: int) -> Sample:
+    """Sample ``i`` of the stream drawn from ``seed`` (a pure function of its arguments)."""
+    rng = Random(f"vlfuse-scenes-{seed}-{i}")
+    skill = rng.choices(SKILLS, weights=[cfg.skills.get(s, 0) for s in SKILLS])[0]  # weight 0: never drawn
+    word = rng.choice(cfg.words) if skill == "ocr" or (skill != "multi" and rng.random() < cfg.word_prob) else None
+    lay = layout(cfg.image_size, word is not None)
+    images, question, answer = _plan(rng, cfg, skill, lay)
+    word_x = rng.randint(0, cfg.image_size - _word_width(word, lay.font_size)) if word else 0
+    scenes = tuple(Scene(cfg.image_size, _place(rng, cfg, lay, specs, pins), word, word_x) for specs, pins in images)
+    answer = word if skill == "ocr" else caption(scenes[0]) if skill == "caption" else answer
+    return Sample(skill, scenes, question, str(answer))
 
 
 def generate(cfg: ScenesConfig, n: int, seed: int) -> list[dict[str, Any]]:
-    """``n`` records from ``seed`` (record ``i`` is the same whatever ``n`` is)."""
-    return [make_record(cfg, seed, i) for i in range(n)]
+    """``n`` LLaVA-format records with in-memory PIL images; record ``i`` is the same whatever ``n`` is."""
+    records = []
+    for i in range(n):
+        sample = make_sample(cfg, seed, i)
+        images = [render(scene) for scene in sample.scenes]
+        key, value = ("image", images[0]) if len(images) == 1 else ("images", images)
+        prompt = "<image>\n" * len(images) + sample.question
+        turns = [{"from": "human", "value": prompt}, {"from": "gpt", "value": sample.answer}]
+        records.append({"id": f"scenes-{seed}-{i}", key: value, "conversations": turns, "skill": sample.skill})
+    return records
 
 
 def scene_vocabulary(cfg: ScenesConfig) -> list[str]:
-    """Every word a question, answer or caption can contain (``<image>`` excluded)."""
-    words = set(QUESTION_WORDS) | set(cfg.colors) | set(cfg.shapes) | {f"{s}s" for s in cfg.shapes}
-    words |= set(cfg.sizes) | set(cfg.words) | set(NUMBERS[: cfg.max_objects + 1])
+    """Every token (whitespace-split, lower-case, punctuation included) a question, answer or caption can hold."""
+    words = {w for t in TEMPLATES.values() for w in t.split() if "{" not in w}
+    words |= set(ANSWER_WORDS) | set(cfg.colors) | set(cfg.shapes) | {f"{s}s" for s in cfg.shapes}
+    words |= set(cfg.sizes) | set(cfg.words) | set(NUMBER_WORDS[: cfg.max_objects + 1])
     return sorted(words)
 
 
 def normalize_answer(text: str) -> str:
+    """Lower-case, whitespace collapsed to single spaces, stripped."""
     return " ".join(text.lower().split())
 
 
-def answer_matches(prediction: str, reference: str) -> bool:
-    """Exact match after lower-casing and collapsing whitespace."""
-    return normalize_answer(prediction) == normalize_answer(reference)
+def answer_matches(pred: str, gold: str) -> bool:
+    """Exact match after ``normalize_answer``."""
+    return normalize_answer(pred) == normalize_answer(gold)
