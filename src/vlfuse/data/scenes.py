@@ -15,6 +15,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from vlfuse.data.scene_dialogs import add_turns, followups
+
 SKILLS = ("color", "shape", "count", "spatial", "exist", "ocr", "multi", "caption")
 RGB = {  # far apart in RGB so a 1-pixel sample names the colour
     "red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 80, 250), "yellow": (245, 225, 30),
@@ -51,6 +53,7 @@ class ScenesConfig:
     word_prob: float = 0.0  # chance that a non-ocr single-image scene also shows a word (multi never does)
     words: tuple[str, ...] = WORDS  # lower-case letters; drawn upper-case
     skills: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SKILLS, 1.0))  # skill -> weight
+    extra_turns: int = 0  # follow-up QA turns about the same image (``scene_dialogs``); evaluation reads turn 1
 
     def __post_init__(self) -> None:
         for name, valid, least in (("colors", tuple(RGB), 2), ("shapes", SHAPES, 2), ("sizes", SIZES, 1)):
@@ -278,6 +281,10 @@ def generate(cfg: ScenesConfig, n: int, seed: int) -> list[dict[str, Any]]:
         key, value = ("image", images[0]) if len(images) == 1 else ("images", images)
         prompt = "<image>\n" * len(images) + sample.question
         turns = [{"from": "human", "value": prompt}, {"from": "gpt", "value": sample.answer}]
+        if cfg.extra_turns and len(images) == 1:
+            extra = followups(Random(f"vlfuse-turns-{seed}-{i}"), sample.scenes[0], cfg.shapes, cfg.colors,
+                              cfg.extra_turns, TEMPLATES, NUMBER_WORDS)
+            turns = add_turns(turns, extra)
         records.append({"id": f"scenes-{seed}-{i}", key: value, "conversations": turns, "skill": sample.skill})
     return records
 
