@@ -34,3 +34,11 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="run config file (YAML/JSON) or preset name (default: llava)")
     p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", default=[],
                    help="override a config value, e.g. --set stages.0.lr=1e-3 --set model.connector.kind=linear")
+
+
+def model_dir(path: str) -> str:
+    """A saved model folder; a run folder (``runs/x``) means its ``runs/x/model``."""
+    p = Path(path)
+    if not (p / "config.json").is_file() and (p / "model" / "config.json").is_file():
+        return str(p / "model")
+    return path

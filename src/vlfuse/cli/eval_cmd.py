@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from vlfuse.cli.common import model_dir
 from vlfuse.data.scenes import ScenesConfig
 from vlfuse.evaluate import evaluate, print_table
 from vlfuse.model import VLM
@@ -22,21 +23,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _scenes_config(model_dir: str) -> ScenesConfig:
+def _scenes_config(folder: str) -> ScenesConfig:
     """The scenes config of the run that trained the model, if ``run.json`` is beside it."""
     from pathlib import Path
 
     from vlfuse.config import from_dict
     from vlfuse.train.config import DataConfig
 
-    run_file = Path(model_dir).resolve().parent / "run.json"
+    run_file = Path(folder).resolve().parent / "run.json"
     if run_file.is_file():
         return from_dict(DataConfig, json.loads(run_file.read_text())["data"]).scenes
     return ScenesConfig()
 
 
 def run(args: argparse.Namespace) -> int:
-    model = VLM.from_pretrained(_resolve(args.model))
+    model = VLM.from_pretrained(model_dir(args.model))
     if args.data:
         from vlfuse.data.llava_format import read_llava
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from vlfuse.data.scenes import generate
 
-        records = generate(_scenes_config(_resolve(args.model)), args.n, args.seed)
+        records = generate(_scenes_config(model_dir(args.model)), args.n, args.seed)
     result = evaluate(model, records, args.batch_size)
     if args.json:
         print(json.dumps({"accuracy": result["accuracy"], "n": result["n"], "count": result["count"]}))
@@ -52,10 +53,3 @@ def run(args: argparse.Namespace) -> int:
         print_table(result)
     return 0
 
-
-def _resolve(model: str) -> str:
-    """Accept the run folder too: ``runs/x`` means ``runs/x/model``."""
-    from pathlib import Path
-
-    p = Path(model)
-    return str(p / "model") if not (p / "config.json").is_file() and (p / "model" / "config.json").is_file() else model

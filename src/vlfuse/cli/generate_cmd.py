@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vlfuse.cli.eval_cmd import _resolve
+from vlfuse.cli.common import model_dir
 from vlfuse.data.llava_format import load_image
 from vlfuse.model import VLM
 
@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     images = [load_image(path) for path in args.image]
-    model = VLM.from_pretrained(_resolve(args.model))
+    model = VLM.from_pretrained(model_dir(args.model))
     prompt = args.prompt
     token = model.config.tokenizer.image_token
     if images and token not in prompt:
