@@ -14,6 +14,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from vlfuse.data.collate import record_images
 from vlfuse.data.scenes import answer_matches
 from vlfuse.generate import generate_ids
 from vlfuse.model import VLM
@@ -26,10 +27,6 @@ def question_answer(record: dict[str, Any]) -> tuple[str, str]:
     if human is None or gpt is None:
         raise ValueError(f"record {record.get('id')!r} needs a human and a gpt turn to be evaluated")
     return human, gpt
-
-
-def _images(record: dict[str, Any]) -> list[Any]:
-    return record.get("images") or ([record["image"]] if record.get("image") is not None else [])
 
 
 @torch.no_grad()
@@ -46,7 +43,7 @@ def evaluate(model: VLM, records: Sequence[dict[str, Any]], batch_size: int = 10
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         qa = [question_answer(r) for r in chunk]
-        examples = [proc.encode_prompt(q, _images(r)) for r, (q, _) in zip(chunk, qa)]
+        examples = [proc.encode_prompt(q, record_images(r)) for r, (q, _) in zip(chunk, qa)]
         batch = {k: v.to(device) for k, v in proc.collate(examples, "left").items()}
         longest = max(len(model.tokenizer(a, add_special_tokens=False).input_ids) for _, a in qa)
         ids = generate_ids(model, batch, max_new_tokens=longest + 2)

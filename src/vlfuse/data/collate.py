@@ -29,6 +29,11 @@ class Example:
     id: str = ""
 
 
+def record_images(record: dict[str, Any]) -> list[Any]:
+    """A LLaVA record's images as a list: ``"images"``, else ``[record["image"]]``, else ``[]``."""
+    return list(record.get("images") or ([record["image"]] if record.get("image") is not None else []))
+
+
 class Processor:
     """Turns LLaVA-format records into ``Example`` s and batches.
 
@@ -74,7 +79,7 @@ class Processor:
         return self._finish(ids, [IGNORE] * len(ids), {"images": list(images), "id": "prompt"})
 
     def _finish(self, ids: list[int], labels: list[int], record: dict[str, Any]) -> Example:
-        images = record.get("images") or ([record["image"]] if record.get("image") is not None else [])
+        images = record_images(record)
         rid = str(record.get("id", "?"))
         n_place = ids.count(self.image_id)
         if n_place != len(images):
