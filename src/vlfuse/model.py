@@ -106,7 +106,9 @@ class VLM(nn.Module):
 
     # --- forward -----------------------------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``(N_all, C, H, W) -> (N_all, V, Dt)``."""
+        """``(N_all, C, H, W) -> (N_all, V, Dt)``; a connector of zero tokens (``none``) skips the encoder."""
+        if self.visual_tokens == 0:
+            return pixel_values.new_zeros(pixel_values.shape[0], 0, hidden_size(self.llm))  # (N_all, 0, Dt)
         return self.connector(self.encoder(pixel_values))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

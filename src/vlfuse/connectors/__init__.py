@@ -1,6 +1,6 @@
 """Connectors: vision features -> LLM-width visual tokens. Importing this package registers every connector."""
 
-from vlfuse.connectors import linear, mlp  # noqa: F401  (registration)
+from vlfuse.connectors import linear, mlp, none, pooling  # noqa: F401  (registration)
 from vlfuse.connectors.base import Connector
 
 __all__ = ["Connector"]

@@ -83,6 +83,10 @@ def check_placeholders(mask: torch.Tensor, visual: torch.Tensor | None, image_co
             raise ValueError(f"the text has {n_tokens} image tokens but no images were given; pass pixel_values")
         return
     n_img, v = visual.shape[0], visual.shape[1]
+    if v == 0:  # a zero-token connector: placeholders expand to nothing
+        if n_tokens:
+            raise ValueError(f"the text has {n_tokens} image tokens but the connector yields 0 per image")
+        return
     counts = per_sample.tolist()
     if image_counts is not None:
         for b, (n_tok, n_expected) in enumerate(zip(counts, image_counts.tolist())):

@@ -1,0 +1,70 @@
+"""Designs for ``vlfuse compare``: one YAML file each in ``vlfuse/presets/designs/``, layered on a shared base.
+
+A design file says only what differs: ``model`` keys (connector, injection) and a ``policy`` (what trains, for
+every stage). Everything else (data, vision encoder, LLM, stages, steps, batch: the training budget) comes from
+the shared base, ``presets/compare/full.yaml`` or ``presets/compare/quick.yaml``, so every row of the table saw
+the same samples. Adding a design to the table is adding one file here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from vlfuse.config import ConfigError, load_config, load_mapping
+from vlfuse.train.config import RunConfig
+
+DEFAULT_DESIGNS = ("llava-linear", "llava-mlp", "blind", "pooled-1")
+
+
+@dataclass(frozen=True)
+class Design:
+    """One row of the comparison: a name, a line saying what it is, and its overrides of the base run."""
+
+    name: str
+    description: str
+    model: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, str] = field(default_factory=dict)
+
+
+def _folder(name: str) -> Any:
+    return resources.files("vlfuse.presets") / name
+
+
+def design_names() -> list[str]:
+    """Every design shipped in ``presets/designs`` (sorted)."""
+    return sorted(p.name[:-5] for p in _folder("designs").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_design(name: str) -> Design:
+    """The design called ``name``; an unknown name lists the known ones."""
+    path = _folder("designs") / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown design {name!r}; designs are: {', '.join(design_names())} "
+                          "(add one as vlfuse/presets/designs/NAME.yaml)")
+    data = load_mapping(Path(str(path)))
+    unknown = sorted(set(data) - {"description", "model", "policy"})
+    if unknown:
+        raise ConfigError(f"design {name!r}: unknown key(s) {unknown}; a design sets description, model, policy")
+    return Design(name, str(data.get("description", "")), dict(data.get("model") or {}),
+                  dict(data.get("policy") or {}))
+
+
+def base_mapping(quick: bool) -> dict[str, Any]:
+    """The shared run (data, backbones, budget) as a plain mapping."""
+    return load_mapping(Path(str(_folder("compare") / ("quick.yaml" if quick else "full.yaml"))))
+
+
+def design_run(design: Design, base: dict[str, Any], seed: int, device: str = "auto",
+               overrides: list[str] | None = None) -> RunConfig:
+    """The ``RunConfig`` of one cell: ``base`` + the design's model keys and policy, seeded with ``seed``."""
+    data: dict[str, Any] = json.loads(json.dumps(base))
+    for slot, value in design.model.items():
+        data.setdefault("model", {})[slot] = value  # a slot is replaced whole: its keys belong to its kind
+    for stage in data.get("stages", []):
+        stage["policy"] = {**stage.get("policy", {}), **design.policy}
+    data.setdefault("train", {}).update(seed=seed, device=device)
+    return load_config(RunConfig, None, overrides, base=data)
