@@ -29,12 +29,25 @@ class ViTConfig:
     channels: int = 3
     cls_token: bool = False  # prepend a CLS vector (dropped from the features unless keep_cls)
     keep_cls: bool = False
+    pos_embed: Literal["learned", "sincos"] = "learned"  # sincos: fixed 2-D sine-cosine (Beyer et al., 2022)
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
         if self.width % self.heads:
             raise ValueError(f"width={self.width} must be divisible by heads={self.heads}")
+        if self.pos_embed == "sincos" and self.width % 4:
+            raise ValueError(f"width={self.width} must be divisible by 4 for pos_embed='sincos'")
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embeddings ``(grid * grid, dim)``: a quarter of the channels each for
+    sin(y), cos(y), sin(x), cos(x) at geometric frequencies (as in MAE and Beyer et al., 2022, arXiv:2205.01580)."""
+    y, x = torch.meshgrid(torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32),
+                          indexing="ij")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))  # (dim/4,)
+    y, x = y.flatten()[:, None] * omega, x.flatten()[:, None] * omega  # (grid*grid, dim/4)
+    return torch.cat([y.sin(), y.cos(), x.sin(), x.cos()], dim=1)  # (grid*grid, dim)
 
 
 class Block(nn.Module):
@@ -81,7 +94,11 @@ class ViT(VisionEncoder):
         self.grid = config.image_size // config.patch_size
         self.patch_embed = nn.Conv2d(config.channels, config.width, config.patch_size, stride=config.patch_size)
         n_pos = self.grid**2 + int(config.cls_token)
-        self.pos_embed = nn.Parameter(torch.randn(1, n_pos, config.width) * 0.02)
+        if config.pos_embed == "sincos":
+            fixed = torch.cat([torch.zeros(n_pos - self.grid**2, config.width), sincos_2d(self.grid, config.width)])
+            self.register_buffer("pos_embed", fixed[None], persistent=False)  # (1, n_pos, Dv), not trained
+        else:
+            self.pos_embed = nn.Parameter(torch.randn(1, n_pos, config.width) * 0.02)
         self.cls = nn.Parameter(torch.zeros(1, 1, config.width)) if config.cls_token else None
         self.blocks = nn.ModuleList(Block(config.width, config.heads, config.mlp_ratio) for _ in range(config.depth))
         self.norm = nn.LayerNorm(config.width)
