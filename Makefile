@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/vlfuse demo
+	$(BIN)/vlfuse compare --quick --out runs/compare-quick
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
