@@ -41,3 +41,14 @@ def test_documented_subcommands_exist():
 
     documented = set(re.findall(r"`vlfuse (\w+)", README.read_text()))
     assert documented <= set(COMMANDS), documented - set(COMMANDS)
+
+
+def test_compare_table_comes_from_the_committed_run():
+    """The README's comparison table is the ``results.md`` of the run committed under docs/, line for line."""
+    run = README.parent / "docs" / "compare-quick"
+    table = [line for line in (run / "results.md").read_text().splitlines() if line.startswith("|")]
+    assert len(table) >= 2 + 4 and all(line in README.read_text().splitlines() for line in table)
+    import json
+
+    results = json.loads((run / "results.json").read_text())
+    assert [row.split("|")[1].strip() for row in table[2:]] == list(results["designs"])

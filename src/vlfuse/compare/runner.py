@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +105,13 @@ def run_grid(grid: Grid, console: Console | None = None) -> list[dict[str, Any]]
     return [json.loads((c / "result.json").read_text()) for c in cells]
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _train_all(todo: list[Path], jobs: int, progress: Progress, console: Console) -> None:
+    if threading.current_thread() is threading.main_thread():  # SIGTERM stops the workers too, as Ctrl-C does
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     pending = [c for c in todo if not (c / "train.json").is_file()]
     running: dict[Path, tuple[subprocess.Popen, Any]] = {}
     try:
