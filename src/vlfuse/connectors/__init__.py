@@ -1,6 +1,8 @@
 """Connectors: vision features -> LLM-width visual tokens. Importing this package registers every connector."""
 
-from vlfuse.connectors import linear, mlp, none, pooling  # noqa: F401  (registration)
+# each module registers its design on import (the F401 "unused" imports)
+
+from vlfuse.connectors import cabstractor, linear, mlp, none, perceiver, pixel_shuffle, pooling  # noqa: F401
 from vlfuse.connectors.base import Connector
 
 __all__ = ["Connector"]
