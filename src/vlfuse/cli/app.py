@@ -8,7 +8,7 @@ from importlib import import_module
 
 from vlfuse.config import ConfigError
 
-COMMANDS = ("train", "eval", "generate", "data", "demo", "compare", "params", "ls")
+COMMANDS = ("train", "eval", "generate", "data", "demo", "compare", "params", "tokens", "cost", "ls")
 
 
 def build_parser() -> argparse.ArgumentParser:
