@@ -64,15 +64,15 @@ def _pct(ms: dict[str, float]) -> str:
     return f"{100 * ms['mean']:.1f}" + (f"±{100 * ms['std']:.1f}" if ms["std"] else "")
 
 
-def _mib(b: float) -> str:
-    return f"{b / 2**20:.1f}" if b >= 2**20 else f"{b / 1024:.0f}K"
+def _size(b: float) -> str:
+    return f"{b / 2**20:.1f} MiB" if b >= 2**20 else f"{b / 1024:.0f} KiB"
 
 
 def rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the table (shared by the terminal table and ``results.md``)."""
     skills = sorted({s for d in results["designs"].values() for s in d["accuracy"]})
     head = ["design", "tokens/img", "params added", "trained", *skills, "samples/s",
-            "prefill ms 1/8 img", "decode ms/tok 1/8 img", "KV MiB 1/8 img", "peak mem MiB"]
+            "prefill ms 1/8 img", "decode ms/tok 1/8 img", "KV cache 1/8 img", "peak mem MiB"]
     body = []
     for name, d in results["designs"].items():
         m = {k: d[k]["mean"] for k in COST_KEYS}
@@ -80,7 +80,7 @@ def rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                      *[_pct(d["accuracy"][s]) if s in d["accuracy"] else "-" for s in skills],
                      f"{m['train_samples_per_s']:.0f}", f"{m['prefill_ms_1img']:.1f} / {m['prefill_ms_8img']:.1f}",
                      f"{m['decode_ms_per_token_1img']:.2f} / {m['decode_ms_per_token_8img']:.2f}",
-                     f"{_mib(m['kv_bytes_1img'])} / {_mib(m['kv_bytes_8img'])}",
+                     f"{_size(m['kv_bytes_1img'])} / {_size(m['kv_bytes_8img'])}",
                      f"{m['peak_memory_bytes'] / 2**20:.0f}"])
     return head, body
 
