@@ -63,7 +63,8 @@ def test_files_and_table(grid):
 
 def test_killed_comparison_resumes_skipping_finished_cells(grid, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "vlfuse.cli.app", *ARGS, "--out", str(out)]
+    args = [*ARGS, "--seeds", "2", "--out", str(out)]  # 6 cells: the first finishes long before the last
+    cmd = [sys.executable, "-m", "vlfuse.cli.app", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     first = out / "cells" / "llava-mlp-seed0" / "train.json"
     deadline = time.time() + 120
@@ -73,17 +74,18 @@ def test_killed_comparison_resumes_skipping_finished_cells(grid, tmp_path):
     proc.send_signal(signal.SIGINT)  # stop mid-grid: later cells unfinished
     proc.wait(timeout=60)
     done_before = sorted(p.parent.name for p in out.glob("cells/*/train.json"))
-    assert not (out / "results.json").exists() and len(done_before) < 3
+    assert not (out / "results.json").exists() and len(done_before) < 6
     kept = first.read_bytes()
-    assert main([*ARGS, "--out", str(out)]) == 0
+    assert main(args) == 0
     assert first.read_bytes() == kept  # a finished phase is never redone
     a = json.loads((grid / "results.json").read_text())["designs"]
     b = json.loads((out / "results.json").read_text())["designs"]
-    for name in a:  # the same cells (seed 0) as the uninterrupted grid, to the bit where results are deterministic
-        assert {k: a[name]["seeds"]["0"][k] for k in DETERMINISTIC} == \
-               {k: b[name]["seeds"]["0"][k] for k in DETERMINISTIC}, name
+    for name in a:  # the same cells as the uninterrupted grid, to the bit where results are deterministic
+        for seed in ("0", "1"):
+            assert {k: a[name]["seeds"][seed][k] for k in DETERMINISTIC} == \
+                   {k: b[name]["seeds"][seed][k] for k in DETERMINISTIC}, (name, seed)
     again = (out / "results.json").read_bytes()
-    assert main([*ARGS, "--out", str(out)]) == 0  # everything finished: nothing reruns
+    assert main(args) == 0  # everything finished: nothing reruns
     assert (out / "results.json").read_bytes() == again
 
 

@@ -110,8 +110,8 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def _train_all(todo: list[Path], jobs: int, progress: Progress, console: Console) -> None:
-    if threading.current_thread() is threading.main_thread():  # SIGTERM stops the workers too, as Ctrl-C does
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None  # SIGTERM stops workers, as Ctrl-C does
     pending = [c for c in todo if not (c / "train.json").is_file()]
     running: dict[Path, tuple[subprocess.Popen, Any]] = {}
     try:
@@ -134,6 +134,8 @@ def _train_all(todo: list[Path], jobs: int, progress: Progress, console: Console
         for proc, _ in running.values():  # interrupted: let each worker checkpoint and stop
             proc.terminate()
             proc.wait()
+        if main:
+            signal.signal(signal.SIGTERM, old)
 
 
 def _wait(proc: subprocess.Popen, cell: Path, phase: str) -> None:
