@@ -81,8 +81,10 @@ class VLM(nn.Module):
             tokenizer = load_tokenizer(config.tokenizer, words or [])
         encoder = ENCODERS.build(config.encoder)
         llm = build_llm(config.llm, vocab_size=len(tokenizer))
-        connector = CONNECTORS.build(config.connector, in_dim=encoder.embed_dim, out_dim=hidden_size(llm))
         injector = INJECTIONS.build(config.injection, llm)
+        # an injection may read visual tokens of another width than the LLM's (IDEFICS: the vision width)
+        out_dim = getattr(injector, "media_dim", None) or hidden_size(llm)
+        connector = CONNECTORS.build(config.connector, in_dim=encoder.embed_dim, out_dim=out_dim)
         return cls(config, encoder, connector, injector, llm, tokenizer)
 
     # --- sizes -------------------------------------------------------------------------------------------------

@@ -100,6 +100,7 @@ def measure_phase(cell: Path, repeats: int = 5) -> dict[str, Any]:
         record[f"prefill_ms_{n}img"] = cost["prefill_ms"]
         record[f"decode_ms_per_token_{n}img"] = cost["decode_ms_per_token"]
         record[f"kv_bytes_{n}img"] = cost["kv_bytes"]
+        record[f"kv_visual_bytes_{n}img"] = cost["kv_visual_bytes"]  # of which cached cross-attention K/V
     write_json(cell / "result.json", record)
     return record
 

@@ -44,6 +44,8 @@ def cache_bytes(past: Any) -> int:
         elif isinstance(obj, (list, tuple)):
             for item in obj:
                 walk(item)
+        elif hasattr(obj, "self_attn") and hasattr(obj, "visual_bytes"):  # vlfuse CrossAttentionCache
+            walk([obj.self_attn, obj.keys, obj.values])
         elif hasattr(obj, "layers"):  # transformers >= 4.56 Cache: .layers[i].keys / .values
             for layer in obj.layers:
                 walk([getattr(layer, "keys", None), getattr(layer, "values", None)])
@@ -52,6 +54,13 @@ def cache_bytes(past: Any) -> int:
 
     walk(past)
     return total
+
+
+def cache_split(past: Any) -> dict[str, int]:
+    """``{"self_attn": bytes of the LLM's own KV, "visual": bytes of cached cross-attention K/V}`` (0 for concat)."""
+    if hasattr(past, "self_attn") and hasattr(past, "visual_bytes"):
+        return {"self_attn": cache_bytes(past.self_attn), "visual": cache_bytes([past.keys, past.values])}
+    return {"self_attn": cache_bytes(past), "visual": 0}
 
 
 def _prompt(model: VLM, n_images: int, question: str = "what color is the circle ?") -> dict[str, torch.Tensor]:
@@ -94,7 +103,7 @@ def latency(model: VLM, n_images: int, new_tokens: int = 16, repeats: int = 3) -
                      pixel_values=batch.get("pixel_values"), image_counts=batch.get("image_counts"), use_cache=True)
 
     prefill_s, out = _timed(prefill, device, repeats)
-    kv = cache_bytes(out.past_key_values)
+    kv, split = cache_bytes(out.past_key_values), cache_split(out.past_key_values)
     length = batch["attention_mask"].shape[1]
 
     def pick(logits: torch.Tensor) -> torch.Tensor:  # (1, W) -> (1, 1); never the image placeholder
@@ -119,7 +128,8 @@ def latency(model: VLM, n_images: int, new_tokens: int = 16, repeats: int = 3) -
     decode()  # warm-up
     decode_s = statistics.median(decode() for _ in range(repeats))
     return {"prefill_ms": 1000 * prefill_s, "decode_ms_per_token": 1000 * decode_s / new_tokens,
-            "kv_bytes": kv, "prompt_tokens": length}
+            "kv_bytes": kv, "kv_self_attn_bytes": split["self_attn"], "kv_visual_bytes": split["visual"],
+            "prompt_tokens": length}
 
 
 def peak_memory_bytes(device: torch.device) -> int:
