@@ -93,7 +93,7 @@ def test_save_and_load_keep_the_blocks(tmp_path):
 
 # --- masks, by perturbation of one image at a time ------------------------------------------------------------------
 def first_block_output(model, batch, pixels):
-    """Output of the first block (before layer 0): position-wise, so a token's row depends only on the images it reads."""
+    """The first block's output (before layer 0) is position-wise: a row depends only on the images it reads."""
     seen = []
     handle = model.injector.blocks[0].register_forward_hook(lambda m, i, o: seen.append(o))
     logits(model, batch, pixels)
