@@ -178,3 +178,13 @@ def test_clear_errors():
         xattn_vlm(layers=[5])
     with pytest.raises(ValueError, match="every=0 must be >= 1"):
         xattn_vlm(every=0)
+
+
+def test_params_counts_the_cross_attention_blocks(capsys):
+    import json
+
+    from vlfuse.cli.app import main
+
+    assert main(["params", "--llm-dim", "64", "--llm-layers", "6", "--every", "2", "--json"]) == 0
+    d = 64  # blocks before layers 0, 2, 4: q k v o (4 d^2), GELU FFW (8 d^2), two LayerNorms (4 d), two gates
+    assert json.loads(capsys.readouterr().out)["injections"]["cross_attention"] == 3 * (12 * d * d + 4 * d + 2)

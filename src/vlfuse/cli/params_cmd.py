@@ -15,6 +15,7 @@ from typing import Any
 
 # flag -> the config field it sets, in every connector whose config has that field (no per-design branches)
 FLAG_FIELDS = {"latents": "n_latents", "queries": "num_queries", "grid": "grid", "ratio": "ratio"}
+INJECTION_FLAGS = {"every": "every"}  # the same, for injections
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queries", type=int, default=32, help="learned queries of connectors with num_queries (Q-Former)")
     p.add_argument("--grid", type=int, help="output grid side of avgpool / cabstractor (default: each one's own)")
     p.add_argument("--ratio", type=int, default=2, help="pixel-shuffle ratio r (default 2)")
+    p.add_argument("--every", type=int, help="cross_attention: a block before every k-th LLM layer (default 1)")
     p.add_argument("--json", action="store_true", help='print {"connectors": {...}, "injections": {...}, ...}')
     p.set_defaults(func=run)
 
@@ -72,7 +74,10 @@ def connector_counts(args: argparse.Namespace) -> tuple[dict[str, int], dict[str
 
 
 def injection_counts(args: argparse.Namespace) -> dict[str, int]:
-    """``{name: parameters}`` of every injection around a meta Llama of width ``Dt`` (its weights not counted)."""
+    """``{name: parameters}`` of every injection around a meta Llama of width ``Dt`` (its weights not counted).
+
+    ``cross_attention`` counts its blocks (attention, FFW of ``4 * Dt``, norms, gates) at the LLM's heads.
+    """
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -84,11 +89,15 @@ def injection_counts(args: argparse.Namespace) -> dict[str, int]:
     hf = LlamaConfig(hidden_size=args.llm_dim, intermediate_size=4 * args.llm_dim, num_hidden_layers=args.llm_layers,
                      num_attention_heads=heads, num_key_value_heads=heads, vocab_size=32000)
     out = {}
-    with torch.device("meta"):
-        llm = AutoModelForCausalLM.from_config(hf)
-        for name in INJECTIONS.names():
-            entry = INJECTIONS.get(name)
-            out[name] = count(entry.cls(from_dict(entry.config_cls, {"kind": name}, f"injection {name}"), llm))
+    for name in INJECTIONS.names():
+        entry = INJECTIONS.get(name)
+        data: dict[str, Any] = {"kind": name}
+        for flag, field in INJECTION_FLAGS.items():
+            if field in {f.name for f in dataclasses.fields(entry.config_cls)} and getattr(args, flag, None):
+                data[field] = getattr(args, flag)
+        with torch.device("meta"):
+            llm = AutoModelForCausalLM.from_config(hf)  # a fresh one each: cross-attention wraps its layers
+            out[name] = count(entry.cls(from_dict(entry.config_cls, data, f"injection {name}"), llm))
     return out
 
 
