@@ -32,8 +32,8 @@ def test_flamingo_and_xattn_train_and_measure_through_compare(tmp_path):
         assert d["visual_tokens"] == 1  # one <image> marker per image, whatever V is
         assert cell["train_samples"] == 3 * 4 and cell["decode_ms_per_token_8img"] > 0
         assert 0 < d["params_trained"] < d["params_total"]  # the LLM is frozen
-        # the LLM's own KV barely grows with images (7 more markers); the visual K/V grow 8x
-        assert cell["kv_visual_bytes_8img"] == 8 * cell["kv_visual_bytes_1img"] > 0
+        # the LLM's own KV barely grows with images (7 more markers); media "last" keeps one image's visual K/V
+        assert cell["kv_visual_bytes_8img"] == cell["kv_visual_bytes_1img"] > 0
         self_1 = cell["kv_bytes_1img"] - cell["kv_visual_bytes_1img"]
         self_8 = cell["kv_bytes_8img"] - cell["kv_visual_bytes_8img"]
         assert self_8 < 2 * self_1

@@ -72,9 +72,11 @@ def test_cache_holds_visual_kv_that_do_not_grow_while_decoding(model):
         assert isinstance(past, CrossAttentionCache)
         b, v = mask.shape[0], model.visual_tokens
         hk, hd = model.injector.blocks[0].attn.kv_heads, model.injector.blocks[0].attn.head_dim
-        assert past.keys[0].shape == (b, hk, 2 * v, hd)  # two image slots (the first sample's second is padding)
+        # "all": two image slots (the first sample's second is padding); "last": only the last image is kept
+        n_kept = 2 if model.injector.config.media == "all" else 1
+        assert past.keys[0].shape == (b, hk, n_kept * v, hd)
         first = cache_split(past)
-        assert first["visual"] == 2 * 2 * b * hk * 2 * v * hd * 4  # blocks x (K, V) x fp32
+        assert first["visual"] == 2 * 2 * b * hk * n_kept * v * hd * 4  # blocks x (K, V) x fp32
         assert cache_bytes(past) == first["self_attn"] + first["visual"]
         token = out.logits[:, -1].argmax(-1, keepdim=True)
         step = model(token, attention_mask=torch.cat([mask, mask.new_ones(b, 1)], 1),

@@ -37,6 +37,7 @@ from vlfuse.injection.xattn_media import (
     CrossAttentionCache,
     CrossAttentionContext,
     check_images,
+    keep_last_image,
     media_masks,
     pack_media,
 )
@@ -215,8 +216,11 @@ class CrossAttentionInjector(Injector):
                   past_key_values=inner, use_cache=use_cache, **{CONTEXT_KEY: context})
         if not use_cache:
             return CrossAttentionOutput(out.logits)
-        cache = CrossAttentionCache(out.past_key_values, keys, values, slots, seen + markers.sum(dim=1), per_image)
-        return CrossAttentionOutput(out.logits, cache)
+        seen = seen + markers.sum(dim=1)  # (B,)
+        if past_key_values is None and self.config.media == "last" and slots.shape[1] > 1:
+            keys, values, slots, seen = keep_last_image(keys, values, seen, per_image)  # later tokens read no other
+        return CrossAttentionOutput(out.logits, CrossAttentionCache(out.past_key_values, keys, values, slots, seen,
+                                                                    per_image))
 
     def blocks_dtype_like(self, input_ids: torch.Tensor) -> torch.Tensor:
         """An empty tensor on the input's device in the blocks' dtype (for an image-free batch's empty media)."""

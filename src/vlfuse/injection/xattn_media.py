@@ -10,7 +10,9 @@ A token before any image reads nothing: its cross-attention output is zero. In P
 token or per sample: the image each token reads is a cumulative sum over the marker positions.
 
 Generation: the visual keys / values of every block are projected once, in the prefill, and travel with the LLM's
-own KV cache in a ``CrossAttentionCache``; a decode step reads them and projects nothing.
+own KV cache in a ``CrossAttentionCache``; a decode step reads them and projects nothing. In ``last`` mode a
+generated token can only read each sample's last image, so the cache keeps that image's ``V`` keys / values alone:
+its size and the decode cost do not grow with the number of images in the prompt.
 Shapes: ``B`` batch, ``T`` text length, ``N_all`` images in the batch, ``N_max`` most images of one sample,
 ``V`` visual tokens per image, ``M = N_max * V``, ``Dm`` media width, ``hk`` key/value heads, ``hd`` head dim.
 """
@@ -120,3 +122,19 @@ def media_masks(markers: torch.Tensor, seen: torch.Tensor, slots: torch.Tensor, 
     mask = visible.repeat_interleave(per_image, dim=-1)  # (B, T, M)
     mask = mask | ~sees[..., None]  # a row that sees nothing: any key, output zeroed through `rows`
     return mask[:, None], sees[..., None], ff_rows[..., None]
+
+
+def keep_last_image(keys: list[torch.Tensor], values: list[torch.Tensor], counts: torch.Tensor,
+                    per_image: int) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Each sample's last image only: ``(B, hk, M, hd) -> (B, hk, V, hd)`` per block, ``slots (B, 1)``, ``seen (B,)``.
+
+    What every later token reads in ``last`` mode; the cache then looks as if each sample had at most one image.
+    """
+    first = (counts - 1).clamp(min=0) * per_image  # (B,): where the last image's tokens start
+    index = first[:, None] + torch.arange(per_image, device=counts.device)  # (B, V)
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        return t.gather(2, index[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))  # (B, hk, V, hd)
+
+    has = counts > 0  # (B,)
+    return [pick(k) for k in keys], [pick(v) for v in values], has[:, None], has.long()
