@@ -70,6 +70,8 @@ def from_transformers(directory: str | Path) -> Any:
     if not (directory / "config.json").is_file():
         raise ValueError(f"{str(directory)!r} has no config.json; give the folder a transformers model was saved to")
     hf = AutoConfig.from_pretrained(str(directory))
+    import vlfuse.convert_xattn  # noqa: F401  (registers the cross-attention families: idefics, mllama)
+
     if hf.model_type not in CONVERTERS:
         raise ValueError(f"no converter for transformers model_type {hf.model_type!r}; choices: {sorted(CONVERTERS)}")
     return CONVERTERS[hf.model_type](directory, hf)

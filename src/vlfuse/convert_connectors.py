@@ -68,14 +68,23 @@ def load_idefics_perceiver(state_dict: Mapping[str, torch.Tensor], config: Any, 
         >>> hf = IdeficsPerceiverResampler(cfg, cfg.vision_config.embed_dim, 2, 2, 16, 8)
         >>> ours = load_idefics_perceiver(hf.state_dict(), cfg)
     """
-    pc, dim = config.perceiver_config, config.vision_config.embed_dim
-    ours = PerceiverConfig(variant="idefics", n_latents=pc.resampler_n_latents, depth=pc.resampler_depth,
+    ours, dim = idefics_perceiver_config(config), config.vision_config.embed_dim
+    state = rename(_select(state_dict, prefix), idefics_perceiver_keys(ours.depth))
+    return _load_strict(PerceiverResampler(ours, in_dim=dim, out_dim=dim), state)
+
+
+def idefics_perceiver_config(config: Any) -> PerceiverConfig:
+    """The ``perceiver`` config equal to an ``IdeficsConfig``'s resampler."""
+    pc = config.perceiver_config
+    return PerceiverConfig(variant="idefics", n_latents=pc.resampler_n_latents, depth=pc.resampler_depth,
                            heads=pc.resampler_n_heads, head_dim=pc.resampler_head_dim, ff_mult=4, max_frames=0,
                            qk_norm=pc.qk_layer_norms_perceiver)
-    table = [("latents", "latents"), ("layer_norm.", "norm.")]
-    table += _layers(ours.depth, "blocks.", "layers.", _IDEFICS_LAYER)
-    state = rename(_select(state_dict, prefix), table)
-    return _load_strict(PerceiverResampler(ours, in_dim=dim, out_dim=dim), state)
+
+
+def idefics_perceiver_keys(depth: int, hf: str = "", ours: str = "") -> list[tuple[str, str]]:
+    """``(transformers prefix, vlfuse prefix)`` pairs of an ``IdeficsPerceiverResampler`` of ``depth`` layers."""
+    table = [(f"{hf}latents", f"{ours}latents"), (f"{hf}layer_norm.", f"{ours}norm.")]
+    return table + _layers(depth, f"{hf}blocks.", f"{ours}layers.", _IDEFICS_LAYER)
 
 
 def load_idefics2_connector(state_dict: Mapping[str, torch.Tensor], config: Any,
