@@ -58,8 +58,8 @@ def build_llm(config: LLMConfig, vocab_size: int | None = None) -> PreTrainedMod
     else:
         kwargs = dict(config.config)
         model_type = kwargs.pop("model_type", "llama")
-        if vocab_size is not None:
-            kwargs["vocab_size"] = vocab_size
+        if vocab_size is not None:  # grow to the tokenizer, never shrink (a checkpoint may have spare rows)
+            kwargs["vocab_size"] = max(vocab_size, int(kwargs.get("vocab_size") or 0))
         hf = AutoConfig.for_model(model_type, **kwargs)
         hf._attn_implementation = config.attn_implementation
         model = AutoModelForCausalLM.from_config(hf, dtype=dtype, attn_implementation=config.attn_implementation)
