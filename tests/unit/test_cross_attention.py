@@ -82,6 +82,22 @@ def test_an_image_is_one_marker_token():
     assert examples[0].input_ids.count(image_id) == 2
 
 
+def test_deep_copy_and_lora_keep_the_model(tmp_path):
+    import copy
+
+    from vlfuse.train.policy import LoraSettings, apply_policy, merge_lora
+
+    model = xattn_vlm()
+    open_gates(model)
+    _, batch = batch_of(model, ["<image> what color is the circle ?"])
+    assert torch.equal(logits(copy.deepcopy(model), batch), logits(model, batch))
+    apply_policy(model, {"llm": "lora"}, LoraSettings(r=2))  # peft finds the projections inside wrapped layers
+    assert any("lora_A" in n for n, _ in model.llm.named_parameters())
+    model.save_pretrained(str(tmp_path / "m"))  # merges a copy first
+    merged = logits(merge_lora(model), batch)
+    assert torch.equal(logits(type(model).from_pretrained(str(tmp_path / "m")).eval(), batch), merged)
+
+
 def test_save_and_load_keep_the_blocks(tmp_path):
     model = xattn_vlm(every=2)
     open_gates(model)

@@ -110,7 +110,10 @@ class FusedDecoderLayer(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:  # e.g. Qwen2's `attention_type`: the wrapped layer answers
-            return getattr(self._modules["layer"], name)
+            layer = self.__dict__.get("_modules", {}).get("layer")  # absent while copy / unpickle rebuild us
+            if layer is None:
+                raise
+            return getattr(layer, name)
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         """``hidden_states (B, T, Dt)``; every other argument goes to the wrapped layer as given."""
