@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from vlfuse.data.scenes import NUMBER_WORDS, ScenesConfig, generate, make_sample
+from vlfuse.data.scenes import NUMBER_WORDS, ScenesConfig, generate, layout, make_sample
 
 
 def _check(question: str, answer: str, scene) -> None:
@@ -24,6 +24,12 @@ def _check(question: str, answer: str, scene) -> None:
     elif words[:3] == ["what", "shape", "is"]:
         match = [o for o in objs if o.color == words[4]]
         assert len(match) == 1 and answer == match[0].shape
+    elif words[0] == "where" and len(words) == 6:  # "where is the red circle ?": the object's grid cell
+        (o,) = [o for o in objs if (o.color, o.shape) == (words[3], words[4])]
+        lay = layout(scene.image_size, scene.word is not None)
+        rows = ("top", "middle", "bottom") if lay.rows == 3 else ("top", "bottom")
+        cols = ("left", "center", "right") if lay.cols == 3 else ("left", "right")
+        assert answer == f"{rows[o.cell[0]]} {cols[o.cell[1]]}"
     else:
         assert words[0] == "where"
         a = next(o for o in objs if (o.color, o.shape) == (words[3], words[4]))

@@ -57,12 +57,13 @@ def test_record_format():
         assert ("images" in r) == (r["skill"] == "multi") and len(images) == (2 if r["skill"] == "multi" else 1)
         assert human["value"].startswith("<image>\n" * len(images)) and human["value"].count("<image>") == len(images)
         assert all(im.mode == "RGB" and im.size == (32, 32) for im in images)
-        assert gpt["value"] == gpt["value"].lower() and (len(gpt["value"].split()) == 1) == (r["skill"] != "caption")
+        one_word = r["skill"] not in ("caption", "position")
+        assert gpt["value"] == gpt["value"].lower() and (len(gpt["value"].split()) == 1) == one_word
 
 
 @pytest.mark.parametrize(
     ("skill", "low", "high"),
-    [("exist", 160, 240), ("multi", 160, 240), ("spatial", 70, 130), ("count", 12, 110)],
+    [("exist", 160, 240), ("multi", 160, 240), ("spatial", 70, 130), ("count", 12, 110), ("position", 25, 75)],
 )
 def test_answers_are_balanced(skill, low, high):
     answers = Counter(r["conversations"][1]["value"] for r in generate(ScenesConfig(skills={skill: 1.0}), 400, 7))
@@ -71,6 +72,7 @@ def test_answers_are_balanced(skill, low, high):
         "multi": {"first", "second"},
         "spatial": {"left", "right", "above", "below"},
         "count": set(NUMBER_WORDS[:7]),
+        "position": {f"{r} {c}" for r in ("top", "middle", "bottom") for c in ("left", "center", "right")},
     }[skill]
     assert set(answers) == expected
     assert all(low <= n <= high for n in answers.values()), answers
@@ -130,6 +132,12 @@ def _oracle(sample: Sample) -> str:
         return "first" if first > second else "second"
     if sample.skill == "ocr":
         return sample.scenes[0].word
+    if sample.skill == "position":  # the grid cell under the object's pixel centre, named like a 3x3 grid
+        lay = layout(sample.scenes[0].image_size, sample.scenes[0].word is not None)
+        cx, cy = _center(_the(objects, color=q[3], shape=q[4]))
+        row, col = int((cy - lay.origin[1]) // lay.cell), int((cx - lay.origin[0]) // lay.cell)
+        rows = ("top", "middle", "bottom") if lay.rows == 3 else ("top", "bottom")
+        return f"{rows[row]} {('left', 'center', 'right')[col] if lay.cols == 3 else ('left', 'right')[col]}"
     # caption: the multiset of objects, listed by column; columns run left to right in pixels
     items = [
         tuple(item.split()[1:]) for item in sample.answer.split(" the word is ")[0].removesuffix(" .").split(" , ")
@@ -213,3 +221,16 @@ def test_answer_matching_normalises_case_and_spaces():
     assert normalize_answer("  Red \n ") == "red"
     assert answer_matches("A small  RED circle .", "a small red circle .")
     assert not answer_matches("red circle", "red")
+
+
+def test_question_first_moves_the_image_after_the_question_and_keeps_the_scene():
+    cfg = ScenesConfig(question_first=0.5, skills={"color": 1.0, "multi": 1.0})
+    plain = generate(ScenesConfig(skills={"color": 1.0, "multi": 1.0}), 200, seed=5)
+    moved = 0
+    for r, p in zip(generate(cfg, 200, seed=5), plain):
+        q, q0 = r["conversations"][0]["value"], p["conversations"][0]["value"]
+        assert r["conversations"][1:] == p["conversations"][1:] and q.count("<image>") == q0.count("<image>")
+        if q != q0:
+            moved += 1
+            assert "images" not in r and q == q0.removeprefix("<image>\n") + "\n<image>"
+    assert 25 <= moved <= 75  # half of the ~100 single-image records; multi keeps its images first

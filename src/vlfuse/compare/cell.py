@@ -38,6 +38,7 @@ def read_spec(cell: Path) -> tuple[dict[str, Any], RunConfig]:
 
 def train_phase(cell: Path) -> dict[str, Any]:
     """Train (or resume), evaluate, and write ``train.json``."""
+    from vlfuse.compare.measure import peak_memory_bytes
     from vlfuse.data.dataset import load_records
     from vlfuse.evaluate import evaluate
     from vlfuse.model import VLM
@@ -57,8 +58,6 @@ def train_phase(cell: Path) -> dict[str, Any]:
     seconds = sum(batch[m["stage"]] / m["samples_per_s"] for m in steps)  # time inside optimizer steps
     samples = sum(batch[m["stage"]] for m in steps)
     device = next(model.parameters()).device
-    from vlfuse.compare.measure import peak_memory_bytes
-
     record = {"design": spec["design"], "seed": spec["seed"], "accuracy": result["accuracy"],
               "eval_samples": result["n"], "train_samples": samples, "train_seconds": round(seconds, 2),
               "train_samples_per_s": samples / max(seconds, 1e-9), "peak_memory_bytes": peak_memory_bytes(device),
@@ -73,9 +72,10 @@ def trained_parameters(run: RunConfig) -> int:
     from vlfuse.train.loop import build_model
     from vlfuse.train.policy import apply_policy
 
+    records = load_records(run.data, "train") if run.data.source != "scenes" else []  # scenes need no records
     best = 0
     for stage in run.stages:
-        model = build_model(run, load_records(run.data, "train") if run.data.source != "scenes" else [])
+        model = build_model(run, records)
         apply_policy(model, stage.policy, stage.lora)
         best = max(best, sum(p.numel() for p in model.parameters() if p.requires_grad))
     return best

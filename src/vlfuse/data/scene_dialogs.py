@@ -9,6 +9,7 @@ they are always right, but unlike first turns they are not balanced; evaluation 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from itertools import permutations
 from random import Random
 from typing import Any
@@ -17,8 +18,11 @@ QA = tuple[str, str]
 
 
 def followups(rng: Random, scene: Any, shapes: tuple[str, ...], colors: tuple[str, ...], n: int,
-              templates: dict[str, str], numbers: tuple[str, ...]) -> list[QA]:
-    """Up to ``n`` distinct-kind ``(question, answer)`` pairs about ``scene`` (a ``scenes.Scene``)."""
+              templates: dict[str, str], numbers: tuple[str, ...],
+              where: Callable[[tuple[int, int]], str] | None = None) -> list[QA]:
+    """Up to ``n`` distinct-kind ``(question, answer)`` pairs about ``scene`` (a ``scenes.Scene``).
+
+    ``where`` names a grid cell; when given, one kind is "where is the X ?" about a uniquely described object."""
     objs = scene.objects
     pairs = Counter((o.shape, o.color) for o in objs)
     by_shape, by_color = Counter(o.shape for o in objs), Counter(o.color for o in objs)
@@ -39,6 +43,10 @@ def followups(rng: Random, scene: Any, shapes: tuple[str, ...], colors: tuple[st
     if unique_color:
         o = rng.choice(unique_color)
         qa.append((templates["shape"].format(color=o.color), o.shape))
+    unique = [o for o in objs if pairs[(o.shape, o.color)] == 1]
+    if where is not None and unique:
+        o = rng.choice(unique)
+        qa.append((templates["position"].format(color=o.color, shape=o.shape), where(o.cell)))
     spatial = _spatial(objs, pairs, templates)
     if spatial:
         qa.append(rng.choice(spatial))

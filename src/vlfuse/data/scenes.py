@@ -9,7 +9,7 @@ Shapes: each image is ``(H, W) = (image_size, image_size)`` RGB; ``multi`` recor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from random import Random
 from typing import Any
 
@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from vlfuse.data.scene_dialogs import add_turns, followups
 
-SKILLS = ("color", "shape", "count", "spatial", "exist", "ocr", "multi", "caption")
+SKILLS = ("color", "shape", "count", "spatial", "exist", "ocr", "multi", "caption", "position")
 RGB = {  # far apart in RGB so a 1-pixel sample names the colour
     "red": (230, 30, 30), "green": (30, 200, 40), "blue": (40, 80, 250), "yellow": (245, 225, 30),
     "purple": (160, 40, 220), "white": (250, 250, 250), "orange": (250, 140, 0), "cyan": (0, 220, 230),
@@ -32,9 +32,11 @@ TEMPLATES = {  # every text a record holds; caption items are joined by " , " an
     "spatial": "where is the {color} {shape} relative to the {color2} {shape2} ?",
     "exist": "is there a {color} {shape} ?", "ocr": "what word is written ?",
     "multi": "which image has more {shape}s ?", "caption": "describe the image .",
+    "position": "where is the {color} {shape} ?",
     "caption_item": "a {size} {color} {shape}", "caption_word": "the word is {word} .",
 }  # fmt: skip
 ANSWER_WORDS = ("yes", "no", "left", "right", "above", "below", "first", "second", ",", ".")
+ROW_NAMES, COL_NAMES = ("top", "middle", "bottom"), ("left", "center", "right")  # a grid has 2 or 3 cells a side
 Spec = tuple[str, str]  # (shape, color)
 Pins = dict[int, tuple[int, int, str]]  # spec index -> (row, col, jitter axis)
 Plan = tuple[list[tuple[list[Spec], Pins]], str, str]  # (specs, pins) per image, question, answer
@@ -54,6 +56,7 @@ class ScenesConfig:
     words: tuple[str, ...] = WORDS  # lower-case letters; drawn upper-case
     skills: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SKILLS, 1.0))  # skill -> weight
     extra_turns: int = 0  # follow-up QA turns about the same image (``scene_dialogs``); evaluation reads turn 1
+    question_first: float = 0.0  # chance the question precedes its image, as in part of LLaVA-Instruct
 
     def __post_init__(self) -> None:
         for name, valid, least in (("colors", tuple(RGB), 2), ("shapes", SHAPES, 2), ("sizes", SIZES, 1)):
@@ -63,8 +66,9 @@ class ScenesConfig:
         weights = list(self.skills.values())
         if not set(self.skills) <= set(SKILLS) or not weights or min(weights) < 0 or max(weights) <= 0:
             _invalid("skills", self.skills, f"need weights >= 0, at least one > 0, for names in {list(SKILLS)}")
-        if not 0.0 <= self.word_prob <= 1.0:
-            _invalid("word_prob", self.word_prob, "use a probability in [0, 1]")
+        for name in ("word_prob", "question_first"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                _invalid(name, getattr(self, name), "use a probability in [0, 1]")
         if self.image_size < 16:
             _invalid("image_size", self.image_size, "shapes are unrecognisable below 16 px; use 16 or more")
         if not 0 <= self.min_objects <= self.max_objects:
@@ -236,6 +240,10 @@ def _plan(rng: Random, cfg: ScenesConfig, skill: str, lay: Layout) -> Plan:
         counts = rng.sample(range(hi + 1), 2)
         images = [(_with_count(rng, cfg, shape, k, lo, hi), {}) for k in counts]
         return images, TEMPLATES["multi"].format(shape=shape), "first" if counts[0] > counts[1] else "second"
+    if skill == "position":  # a uniquely described object; its grid cell, named once the scene is placed
+        others = [(s, c) for s in cfg.shapes for c in cfg.colors if (s, c) != (shape, color)]
+        specs = [(shape, color), *(rng.choice(others) for _ in range(rng.randint(max(lo, 1), hi) - 1))]
+        return [(specs, {})], TEMPLATES["position"].format(color=color, shape=shape), ""
     if skill in ("ocr", "caption"):  # any scene; the answer comes from it later
         return [(_specs(rng, rng.randint(max(lo, 1), hi), cfg.shapes, cfg.colors), {})], TEMPLATES[skill], ""
     # spatial: two uniquely described objects in one row (left / right) or one column (above / below)
@@ -250,6 +258,12 @@ def _plan(rng: Random, cfg: ScenesConfig, skill: str, lay: Layout) -> Plan:
     order = (near, far) if answer in ("left", "above") else (far, near)
     pins = {j: (line, k, "x") if horizontal else (k, line, "y") for j, k in enumerate(order)}
     return [(specs, pins)], TEMPLATES["spatial"].format(color=a[1], shape=a[0], color2=b[1], shape2=b[0]), answer
+
+
+def cell_name(cell: tuple[int, int], lay: Layout) -> str:
+    """``"top left"`` ... ``"bottom right"``: a grid of 2 cells a side uses the outer names only."""
+    rows, cols = (ROW_NAMES[::2] if lay.rows == 2 else ROW_NAMES), (COL_NAMES[::2] if lay.cols == 2 else COL_NAMES)
+    return f"{rows[cell[0]]} {cols[cell[1]]}"
 
 
 def caption(scene: Scene) -> str:
@@ -269,6 +283,8 @@ def make_sample(cfg: ScenesConfig, seed: int, i: int) -> Sample:
     word_x = rng.randint(0, cfg.image_size - _word_width(word, lay.font_size)) if word else 0
     scenes = tuple(Scene(cfg.image_size, _place(rng, cfg, lay, specs, pins), word, word_x) for specs, pins in images)
     answer = word if skill == "ocr" else caption(scenes[0]) if skill == "caption" else answer
+    if skill == "position":
+        answer = cell_name(scenes[0].objects[0].cell, lay)
     return Sample(skill, scenes, question, str(answer))
 
 
@@ -280,10 +296,14 @@ def generate(cfg: ScenesConfig, n: int, seed: int) -> list[dict[str, Any]]:
         images = [render(scene) for scene in sample.scenes]
         key, value = ("image", images[0]) if len(images) == 1 else ("images", images)
         prompt = "<image>\n" * len(images) + sample.question
+        if len(images) == 1 and Random(f"vlfuse-order-{seed}-{i}").random() < cfg.question_first:
+            prompt = f"{sample.question}\n<image>"
         turns = [{"from": "human", "value": prompt}, {"from": "gpt", "value": sample.answer}]
         if cfg.extra_turns and len(images) == 1:
+            lay = layout(cfg.image_size, sample.scenes[0].word is not None)
+            where = partial(cell_name, lay=lay) if cfg.skills.get("position", 0) > 0 else None
             extra = followups(Random(f"vlfuse-turns-{seed}-{i}"), sample.scenes[0], cfg.shapes, cfg.colors,
-                              cfg.extra_turns, TEMPLATES, NUMBER_WORDS)
+                              cfg.extra_turns, TEMPLATES, NUMBER_WORDS, where)
             turns = add_turns(turns, extra)
         records.append({"id": f"scenes-{seed}-{i}", key: value, "conversations": turns, "skill": sample.skill})
     return records
@@ -292,7 +312,8 @@ def generate(cfg: ScenesConfig, n: int, seed: int) -> list[dict[str, Any]]:
 def scene_vocabulary(cfg: ScenesConfig) -> list[str]:
     """Every token (whitespace-split, lower-case, punctuation included) a question, answer or caption can hold."""
     words = {w for t in TEMPLATES.values() for w in t.split() if "{" not in w}
-    words |= set(ANSWER_WORDS) | set(cfg.colors) | set(cfg.shapes) | {f"{s}s" for s in cfg.shapes}
+    words |= set(ANSWER_WORDS) | set(ROW_NAMES) | set(COL_NAMES) | set(cfg.colors) | set(cfg.shapes)
+    words |= {f"{s}s" for s in cfg.shapes}
     words |= set(cfg.sizes) | set(cfg.words) | set(NUMBER_WORDS[: cfg.max_objects + 1])
     return sorted(words)
 
