@@ -1,23 +1,36 @@
-"""``vlfuse compare`` with the Q-Former designs on a tiny grid: they train, are measured, and freeze the LLM."""
+"""``vlfuse compare`` with the Q-Former designs on a tiny grid: both train, are measured, freeze the LLM, and
+``blip2`` runs its stage 1 (``stages_before``) ahead of the base's stage."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.integration.test_compare import TINY
 from vlfuse.cli.app import main
 
 
+def compare(out, design: str, extra: list[str]) -> dict:
+    args = ["compare", "--quick", "--designs", design, "--jobs", "1", "--seeds", "1", "--out", str(out)]
+    assert main(args + [a for s in TINY + extra for a in ("--set", s)]) == 0
+    return json.loads((out / "results.json").read_text())["designs"][design]
+
+
+@pytest.mark.slow
 def test_qformer_designs_train_and_report(tmp_path):
-    args = ["compare", "--quick", "--designs", "qformer-no-stage1", "--jobs", "1", "--seeds", "1",
-            "--out", str(tmp_path)] + [a for s in TINY for a in ("--set", s)]
-    assert main(args) == 0
-    d = json.loads((tmp_path / "results.json").read_text())["designs"]
-    row = d["qformer-no-stage1"]
-    assert row["visual_tokens"] == 16
-    cell = row["seeds"]["0"]
-    assert cell["train_samples"] == 3 * 4 and cell["params_trained"] < cell["params_total"]
-    # the LLM is frozen: what trains is the encoder plus the Q-Former (added parameters)
-    assert cell["params_trained"] - cell["params_added"] > 0  # the encoder
-    run = json.loads((tmp_path / "cells" / "qformer-no-stage1-seed0" / "cell.json").read_text())["run"]
-    assert [s["policy"]["llm"] for s in run["stages"]] == ["freeze"]
+    plain = compare(tmp_path / "plain", "qformer-no-stage1", [])
+    blip2 = compare(tmp_path / "blip2", "blip2", ["stages.1.steps=3", "stages.1.batch_size=4"])
+    for row in (plain, blip2):
+        assert row["visual_tokens"] == 16
+        cell = row["seeds"]["0"]
+        assert cell["params_trained"] - cell["params_added"] > 0  # the encoder trains, the LLM does not
+        assert 0 <= min(row["accuracy"][s]["mean"] for s in row["accuracy"])
+    assert plain["seeds"]["0"]["train_samples"] == 3 * 4 and blip2["seeds"]["0"]["train_samples"] == 2 * 3 * 4
+    # stage 1 adds the text path and heads to the Q-Former
+    assert blip2["params_added"] > plain["params_added"]
+    runs = {name: json.loads((tmp_path / name / "cells" / f"{design}-seed0" / "cell.json").read_text())["run"]
+            for name, design in (("plain", "qformer-no-stage1"), ("blip2", "blip2"))}
+    assert [(s["name"], s["objective"], s["policy"]["llm"]) for s in runs["blip2"]["stages"]] == [
+        ("pretrain", "blip2", "freeze"), ("instruct", "lm", "freeze")]
+    assert [s["policy"]["llm"] for s in runs["plain"]["stages"]] == ["freeze"]
