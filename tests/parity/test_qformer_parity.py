@@ -19,7 +19,8 @@ def tiny_blip2_config(text_input: bool = False, layers: int = 3, frequency: int 
                                  intermediate_size=48, max_position_embeddings=20, cross_attention_frequency=frequency,
                                  encoder_hidden_size=DV, use_qformer_text_input=text_input)
     return Blip2Config(vision_config={"hidden_size": DV, "intermediate_size": 48, "num_hidden_layers": 1,
-                                      "num_attention_heads": 2, "image_size": 8, "patch_size": 2},
+                                      "num_attention_heads": 2, "image_size": 8, "patch_size": 2,
+                                      "initializer_range": 0.02},
                        qformer_config=qformer.to_dict(), text_config=TINY_TEXT,
                        num_query_tokens=6, image_text_hidden_size=20)
 
