@@ -243,7 +243,7 @@ class QFormer(Connector):
         if image is not None:
             if image.dim() != 3 or image.shape[-1] != self.in_dim:
                 raise ValueError(f"qformer expects features (B*N, P, {self.in_dim}), got {tuple(image.shape)}")
-            parts.append(self.query_tokens.to(image.dtype).expand(image.shape[0], -1, -1))  # (B, Q, H)
+            parts.append(self.query_tokens.expand(image.shape[0], -1, -1))  # (B, Q, H), fp32 under autocast
         if text_ids is not None:
             parts.append(self._embed_text(text_ids))  # (B, T, H)
         x = self.embed_drop(self.embed_norm(torch.cat(parts, dim=1)))  # (B, L, H)
