@@ -44,6 +44,9 @@ def test_recipe_runs_both_stages_and_reports_retrieval(tmp_path, tiny_config, ca
     assert main(["train", "--recipe", "blip2", "--config", tiny_config, "--out", str(out)]) == 0
     metrics = read_metrics(out / "metrics.jsonl")
     assert [m["stage"] for m in metrics] == ["pretrain"] * 3 + ["instruct"] * 2
+    for m in metrics[:3]:  # stage 1 logs its three terms; their sum is the loss
+        assert m["loss"] == pytest.approx(m["loss_itc"] + m["loss_itm"] + m["loss_itg"], rel=1e-5)
+    assert "loss_lm" not in metrics[-1]
     assert (out / "stages" / "pretrain" / "model.safetensors").is_file() and (out / "eval.json").is_file()
     result = json.loads((out / "retrieval.json").read_text())["pretrain"]
     assert result["n"] == 8 and all(0 <= result[k] <= 1 for k in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5"))

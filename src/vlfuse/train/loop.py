@@ -176,12 +176,13 @@ def _run_stage(run: RunConfig, si: int, model: VLM, records: list[dict[str, Any]
     try:
         for step in range(start, stage.steps):
             t0 = time.perf_counter()
-            loss = _step(model, goal.loss, opt, stream, stage, device, bf16, params)
+            loss, parts = _step(model, goal.loss, opt, stream, stage, device, bf16, params)
             sched.step()
             state.update(stage=si, step=step + 1, global_step=state["global_step"] + 1)
             sps = stage.batch_size * stage.grad_accum / (time.perf_counter() - t0)
+            named = {f"loss_{k}": v for k, v in parts.items()} if len(parts) > 1 else {}  # e.g. itc, itm, itg
             metrics.write({"stage": stage.name, "step": step + 1, "global_step": state["global_step"],
-                           "loss": loss, "lr": opt.param_groups[0]["lr"], "samples_per_s": round(sps, 2)})
+                           "loss": loss, **named, "lr": opt.param_groups[0]["lr"], "samples_per_s": round(sps, 2)})
             reporter.update(step + 1, loss, sps)
             g = state["global_step"]
             stopping = bool(guard.signum) or (stop_after is not None and g >= stop_after)
@@ -197,21 +198,25 @@ def _run_stage(run: RunConfig, si: int, model: VLM, records: list[dict[str, Any]
     return True
 
 
-def _step(model: VLM, loss_fn: Callable[[VLM, dict[str, torch.Tensor]], torch.Tensor], opt: torch.optim.Optimizer,
-          stream: Any, stage: StageConfig, device: torch.device, bf16: bool, params: list[torch.nn.Parameter]) -> float:
-    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss."""
-    total = 0.0
+def _step(model: VLM, loss_fn: Callable[[VLM, dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+          opt: torch.optim.Optimizer, stream: Any, stage: StageConfig, device: torch.device, bf16: bool,
+          params: list[torch.nn.Parameter]) -> tuple[float, dict[str, float]]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss and its named terms."""
+    total, parts = 0.0, {}
     for _ in range(stage.grad_accum):
         batch = {k: v.to(device, non_blocking=True) for k, v in next(stream).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(model, batch) / stage.grad_accum
+            terms = loss_fn(model, batch)
+            loss = sum(terms.values()) / stage.grad_accum
         loss.backward()
         total += float(loss.detach())
+        for name, term in terms.items():
+            parts[name] = parts.get(name, 0.0) + float(term.detach()) / stage.grad_accum
     if stage.clip > 0:
         torch.nn.utils.clip_grad_norm_(params, stage.clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return total
+    return total, parts
 
 
 def _prune(out: Path, keep: int) -> None:
