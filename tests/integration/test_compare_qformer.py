@@ -1,5 +1,5 @@
-"""``vlfuse compare`` with the Q-Former designs on a tiny grid: both train, are measured, freeze the LLM, and
-``blip2`` runs its stage 1 (``stages_before``) ahead of the base's stage."""
+"""``vlfuse compare`` with the Q-Former designs on a tiny grid: both train and are measured, and ``blip2`` runs
+its stage 1 (``stages_before``, LLM frozen) ahead of the base's stage."""
 
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ def test_qformer_designs_train_and_report(tmp_path):
     for row in (plain, blip2):
         assert row["visual_tokens"] == 16
         cell = row["seeds"]["0"]
-        assert cell["params_trained"] - cell["params_added"] > 0  # the encoder trains, the LLM does not
+        assert cell["params_trained"] == cell["params_total"]  # stage 2 trains everything, as the other rows
         assert 0 <= min(row["accuracy"][s]["mean"] for s in row["accuracy"])
     assert plain["seeds"]["0"]["train_samples"] == 3 * 4 and blip2["seeds"]["0"]["train_samples"] == 2 * 3 * 4
     # stage 1 adds the text path and heads to the Q-Former
     assert blip2["params_added"] > plain["params_added"]
     runs = {name: json.loads((tmp_path / name / "cells" / f"{design}-seed0" / "cell.json").read_text())["run"]
             for name, design in (("plain", "qformer-no-stage1"), ("blip2", "blip2"))}
-    assert [(s["name"], s["objective"], s["policy"]["llm"]) for s in runs["blip2"]["stages"]] == [
-        ("pretrain", "blip2", "freeze"), ("instruct", "lm", "freeze")]
-    assert [s["policy"]["llm"] for s in runs["plain"]["stages"]] == ["freeze"]
+    assert [(s["name"], s["objective"], s["policy"].get("llm", "train")) for s in runs["blip2"]["stages"]] == [
+        ("pretrain", "blip2", "freeze"), ("instruct", "lm", "train")]
+    assert [s["policy"].get("llm", "train") for s in runs["plain"]["stages"]] == ["train"]
