@@ -119,3 +119,35 @@ def _llava(directory: Path, hf: PretrainedConfig) -> Any:
     ])
     load_converted(model, state)
     return model
+
+
+@converter("blip-2")
+def _blip2(directory: Path, hf: PretrainedConfig) -> Any:
+    """BLIP-2 (``Blip2ForConditionalGeneration``, decoder-only LLM): ViT -> Q-Former -> linear -> concat -> LM."""
+    from vlfuse.convert_blip2 import load_blip2_qformer, qformer_config
+    from vlfuse.data.tokenizer import TokenizerConfig
+    from vlfuse.encoders.blip2_vision import Blip2VisionEncoderConfig
+    from vlfuse.injection.concat import ConcatConfig
+    from vlfuse.llm import LLMConfig
+    from vlfuse.model import VLM, VLMConfig
+
+    if not hf.use_decoder_only_language_model:
+        raise ValueError(f"BLIP-2 with a {hf.text_config.model_type!r} encoder-decoder LLM is not supported; "
+                         "vlfuse's LLM slot takes decoder-only causal LMs")
+    if hf.image_token_index is None:
+        raise ValueError("this BLIP-2 config has no image_token_index (an older checkpoint); set it to the id of "
+                         "the tokenizer's image token and save again")
+    tok, image_token = _tokenizer(directory, hf.image_token_index)
+    config = VLMConfig(encoder=Blip2VisionEncoderConfig(config=hf.vision_config.to_dict()),
+                       connector=qformer_config(hf), injection=ConcatConfig(),
+                       llm=LLMConfig(config=hf.text_config.to_dict()),
+                       tokenizer=TokenizerConfig(image_token=image_token))
+    model = VLM.from_config(config, tokenizer=tok)
+    state = read_safetensors(directory)
+    connector = load_blip2_qformer(state, hf, out_dim=hf.text_config.hidden_size)
+    rest = {k: v for k, v in state.items() if k.startswith(("vision_model.", "language_model.", "lm_head."))}
+    rest = rename(rest, [("vision_model.", "encoder.tower."), ("language_model.model.", "llm.model."),
+                         ("language_model.lm_head.", "llm.lm_head."), ("language_model.", "llm.model."),
+                         ("lm_head.", "llm.lm_head.")])
+    load_converted(model, {**rest, **{f"connector.{k}": v for k, v in connector.state_dict().items()}})
+    return model

@@ -9,6 +9,7 @@ import pytest
 
 from vlfuse.cli import params_cmd
 from vlfuse.connectors.perceiver import PerceiverConfig, PerceiverResampler
+from vlfuse.connectors.qformer import QFormer, QFormerConfig
 from vlfuse.registry import CONNECTORS, INJECTIONS
 
 
@@ -16,6 +17,10 @@ def params(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="vlfuse")
     params_cmd.add_parser(parser.add_subparsers(dest="command"))
     return parser.parse_args(["params", *argv])
+
+
+def count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def run_json(capsys, *argv: str) -> dict:
@@ -35,13 +40,21 @@ def test_llava_sizes_at_1024_to_4096_and_every_design_listed(capsys):
     # 64 latents, 1 time embedding, final LayerNorm, Linear(1024, 4096)
     layer = 3 * 2 * 1024 + 3 * 1024 * 512 + 512 * 1024 + 2 * 1024 * 4096
     assert c["perceiver"] == 6 * layer + 64 * 1024 + 1024 + 2 * 1024 + (1024 * 4096 + 4096) == 67_218_432
+    # qformer (BERT-base, no text path): 12 layers of self-attention (q k v o + LayerNorm) and query feed-forward
+    # (768 -> 3072 -> 768 + LayerNorm), cross-attention in the 6 even layers (k, v read Dv = 1024); 32 queries,
+    # embedding LayerNorm, Linear(768, 4096)
+    attn, ff = 4 * (768 * 768 + 768) + 2 * 768, (768 * 3072 + 3072) + (3072 * 768 + 768) + 2 * 768
+    cross = 2 * (768 * 768 + 768) + 2 * (1024 * 768 + 768) + 2 * 768
+    assert c["qformer"] == 12 * (attn + ff) + 6 * cross + 32 * 768 + 2 * 768 + (768 * 4096 + 4096) == 104_773_120
     assert out["visual_tokens"] == {"avgpool": 4, "cabstractor": 9, "linear": 576, "mlp": 576, "none": 0,
-                                    "perceiver": 64, "pixelshuffle": 144}
+                                    "perceiver": 64, "pixelshuffle": 144, "qformer": 32}
 
 
 def test_flags_reach_the_connectors_that_have_them(capsys):
     out = run_json(capsys, "--vision-dim", "16", "--llm-dim", "24", "--latents", "4", "--ratio", "3", "--grid", "2",
-                   "--patches", "36")
+                   "--patches", "36", "--queries", "5")
+    assert out["visual_tokens"]["qformer"] == 5
+    assert out["connectors"]["qformer"] == count(QFormer(QFormerConfig(num_queries=5), in_dim=16, out_dim=24))
     perceiver = PerceiverResampler(PerceiverConfig(n_latents=4), in_dim=16, out_dim=24)  # built for real, on CPU
     assert out["connectors"]["perceiver"] == sum(p.numel() for p in perceiver.parameters())
     assert out["connectors"]["pixelshuffle"] == 16 * 9 * 24

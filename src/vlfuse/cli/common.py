@@ -6,7 +6,7 @@ import argparse
 from importlib import resources
 from pathlib import Path
 
-from vlfuse.config import ConfigError, load_config
+from vlfuse.config import ConfigError, load_config, load_mapping
 from vlfuse.train.config import RunConfig
 
 
@@ -25,9 +25,24 @@ def preset_path(name_or_path: str) -> Path:
     raise ConfigError(f"--config {name_or_path!r} is neither a file nor a preset; presets are: {', '.join(presets())}")
 
 
-def load_run(config: str | None, overrides: list[str] | None) -> RunConfig:
-    """``--config`` (default: the ``llava`` preset) plus ``--set key=value`` overrides."""
-    return load_config(RunConfig, preset_path(config or "llava"), overrides)
+def recipes() -> list[str]:
+    """Names of the built-in recipes (``src/vlfuse/presets/recipes/*.yaml``)."""
+    folder = resources.files("vlfuse.presets") / "recipes"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_run(config: str | None, overrides: list[str] | None, recipe: str | None = None) -> RunConfig:
+    """``--config`` (default: the ``llava`` preset) plus ``--set key=value`` overrides.
+
+    With ``recipe``, the recipe file is the base and ``--config`` (optional then) layers on it.
+    """
+    if recipe is None:
+        return load_config(RunConfig, preset_path(config or "llava"), overrides)
+    path = resources.files("vlfuse.presets") / "recipes" / f"{recipe}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--recipe {recipe!r} is not a recipe; recipes are: {', '.join(recipes())}")
+    base = load_mapping(Path(str(path)))
+    return load_config(RunConfig, preset_path(config) if config else None, overrides, base=base)
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,9 @@
-"""``vlfuse eval --model DIR [--data FILE | --seed N --n N] [--json]``: exact-match accuracy per skill."""
+"""``vlfuse eval --model DIR [--task answers | retrieval] [--data FILE | --seed N --n N] [--json]``.
+
+``answers`` (default): exact-match accuracy per skill. ``retrieval``: image-text recall@1/@5 both ways on
+held-out captioned scenes, for a model with a pre-trained Q-Former (e.g. ``DIR/stages/pretrain`` of the blip2
+recipe).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1, help="scenes seed (default 1; training uses 0)")
     p.add_argument("--n", type=int, default=800, help="number of scenes (default 800)")
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--task", choices=("answers", "retrieval"), default="answers",
+                   help="answers: accuracy per skill (default); retrieval: image-text recall (Q-Former models)")
+    p.add_argument("--rerank", type=int, default=0, help="retrieval: re-score each query's top K by ITM (default 0)")
     p.add_argument("--json", action="store_true", help='print {"accuracy": {...}, "n": ...} as JSON')
     p.set_defaults(func=run)
 
@@ -30,14 +38,17 @@ def _scenes_config(folder: str) -> ScenesConfig:
     from vlfuse.config import from_dict
     from vlfuse.train.config import DataConfig
 
-    run_file = Path(folder).resolve().parent / "run.json"
-    if run_file.is_file():
-        return from_dict(DataConfig, json.loads(run_file.read_text())["data"]).scenes
+    here = Path(folder).resolve()
+    for run_file in (here.parent / "run.json", here.parent.parent / "run.json"):  # DIR/model, DIR/stages/NAME
+        if run_file.is_file():
+            return from_dict(DataConfig, json.loads(run_file.read_text())["data"]).scenes
     return ScenesConfig()
 
 
 def run(args: argparse.Namespace) -> int:
     model = VLM.from_pretrained(model_dir(args.model))
+    if args.task == "retrieval":
+        return _retrieval(args, model)
     if args.data:
         from vlfuse.data.llava_format import read_llava
 
@@ -53,3 +64,28 @@ def run(args: argparse.Namespace) -> int:
         print_table(result)
     return 0
 
+
+
+def _retrieval(args: argparse.Namespace, model: VLM) -> int:
+    import dataclasses
+
+    from vlfuse.evaluate_retrieval import retrieval
+
+    if args.data:
+        from vlfuse.data.llava_format import read_llava
+
+        records = read_llava(args.data, args.image_folder)[: args.n]
+    else:
+        from vlfuse.data.scenes import generate
+
+        scenes = _scenes_config(model_dir(args.model))
+        captions = dataclasses.replace(scenes, skills={"caption": 1.0}, extra_turns=0)
+        records = generate(captions, args.n, args.seed)
+    result = retrieval(model, records, args.batch_size, args.rerank)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"retrieval on {result['n']} held-out pairs (rerank {result['rerank']}):")
+        for key in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5"):
+            print(f"  {key:<7} {100 * result[key]:5.1f}%")
+    return 0

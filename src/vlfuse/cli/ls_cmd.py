@@ -1,10 +1,10 @@
-"""``vlfuse ls``: the registered encoders, connectors and injections, and the run presets."""
+"""``vlfuse ls``: the registered encoders, connectors and injections, and the run presets and recipes."""
 
 from __future__ import annotations
 
 import argparse
 
-from vlfuse.cli.common import presets
+from vlfuse.cli.common import presets, recipes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,4 +18,5 @@ def run(args: argparse.Namespace) -> int:
     for slot, names in list_designs().items():
         print(f"{slot:<11} {', '.join(names)}")
     print(f"{'presets':<11} {', '.join(presets())}")
+    print(f"{'recipes':<11} {', '.join(recipes())}  (vlfuse train --recipe NAME)")
     return 0

@@ -1,4 +1,5 @@
-"""``vlfuse train --config FILE [--set k=v ...] --out DIR [--resume]``: train, save ``DIR/model``, evaluate."""
+"""``vlfuse train [--recipe NAME] --config FILE [--set k=v ...] --out DIR [--resume]``: train, save ``DIR/model``,
+evaluate. A recipe (e.g. ``blip2``: Q-Former stage 1, then stage 2) is a base run that ``--config`` layers on."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from vlfuse.cli.common import add_run_args, load_run
 from vlfuse.train.loop import TrainingInterrupted, train
@@ -14,6 +16,7 @@ from vlfuse.train.loop import TrainingInterrupted, train
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a VLM from a run config", description=__doc__)
     add_run_args(p)
+    p.add_argument("--recipe", help="a built-in recipe the config layers on (blip2: BLIP-2's two stages)")
     p.add_argument("--out", required=True, help="run folder: checkpoints/, metrics.jsonl, model/, eval.json")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
@@ -21,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_run(args.config, args.overrides)
+    config = load_run(args.config, args.overrides, args.recipe)
     return train_and_report(config, Path(args.out), args.resume, evaluate_after=not args.no_eval)
 
 
@@ -36,6 +39,7 @@ def train_and_report(config: object, out: Path, resume: bool, evaluate_after: bo
     print(f"model saved to {out / 'model'}")
     if not evaluate_after:
         return 0
+    report_retrieval(config, out)
     from vlfuse.data.dataset import load_records
     from vlfuse.evaluate import evaluate, print_table
 
@@ -47,3 +51,26 @@ def train_and_report(config: object, out: Path, resume: bool, evaluate_after: bo
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     print_table(result, title)
     return 0
+
+
+def report_retrieval(config: Any, out: Path) -> None:
+    """After a BLIP-2 stage 1 (objective ``blip2``): recall@1/@5 of that stage's model on its held-out pairs,
+    printed and written to ``DIR/retrieval.json``."""
+    from vlfuse.data.dataset import load_records
+    from vlfuse.evaluate_retrieval import retrieval
+    from vlfuse.model import VLM
+
+    results = {}
+    for i, stage in enumerate(config.stages):
+        if stage.objective != "blip2":
+            continue
+        folder = out / "model" if i == len(config.stages) - 1 else out / "stages" / stage.name
+        records = load_records(config.stage_data(stage), "eval")
+        if len(records) < 5:
+            continue
+        result = retrieval(VLM.from_pretrained(str(folder)), records, config.train.eval_batch_size)
+        results[stage.name] = result
+        print(f"retrieval after stage {stage.name!r} on {result['n']} held-out pairs: " + ", ".join(
+            f"{k} {100 * result[k]:.1f}%" for k in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5")))
+    if results:
+        (out / "retrieval.json").write_text(json.dumps(results, indent=2))

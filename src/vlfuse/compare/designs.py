@@ -1,9 +1,11 @@
 """Designs for ``vlfuse compare``: one YAML file each in ``vlfuse/presets/designs/``, layered on a shared base.
 
-A design file says only what differs: ``model`` keys (connector, injection) and a ``policy`` (what trains, for
-every stage). Everything else (data, vision encoder, LLM, stages, steps, batch: the training budget) comes from
-the shared base, ``presets/compare/full.yaml`` or ``presets/compare/quick.yaml``, so every row of the table saw
-the same samples. Adding a design to the table is adding one file here.
+A design file says only what differs: ``model`` keys (connector, injection), a ``policy`` (what trains, for
+every stage) and, for designs with a recipe of their own, ``stages_before``: stages run before the base's (e.g.
+BLIP-2's stage 1; each a full stage mapping, its own ``policy`` keys over the design's). Everything else (data,
+vision encoder, LLM, stages, steps, batch: the training budget) comes from the shared base,
+``presets/compare/full.yaml`` or ``presets/compare/quick.yaml``, so every row of the table saw the same samples
+in the base's stages. Adding a design to the table is adding one file here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Design:
     description: str
     model: dict[str, Any] = field(default_factory=dict)
     policy: dict[str, str] = field(default_factory=dict)
+    stages_before: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _folder(name: str) -> Any:
@@ -46,11 +49,15 @@ def load_design(name: str) -> Design:
         raise ConfigError(f"unknown design {name!r}; designs are: {', '.join(design_names())} "
                           "(add one as vlfuse/presets/designs/NAME.yaml)")
     data = load_mapping(Path(str(path)))
-    unknown = sorted(set(data) - {"description", "model", "policy"})
+    unknown = sorted(set(data) - {"description", "model", "policy", "stages_before"})
     if unknown:
-        raise ConfigError(f"design {name!r}: unknown key(s) {unknown}; a design sets description, model, policy")
+        raise ConfigError(f"design {name!r}: unknown key(s) {unknown}; a design sets description, model, policy, "
+                          "stages_before")
+    before = data.get("stages_before") or []
+    if not isinstance(before, list) or not all(isinstance(s, dict) for s in before):
+        raise ConfigError(f"design {name!r}: stages_before must be a list of stage mappings, got {before!r}")
     return Design(name, str(data.get("description", "")), dict(data.get("model") or {}),
-                  dict(data.get("policy") or {}))
+                  dict(data.get("policy") or {}), list(before))
 
 
 def base_mapping(quick: bool) -> dict[str, Any]:
@@ -66,5 +73,8 @@ def design_run(design: Design, base: dict[str, Any], seed: int, device: str = "a
         data.setdefault("model", {})[slot] = value  # a slot is replaced whole: its keys belong to its kind
     for stage in data.get("stages", []):
         stage["policy"] = {**stage.get("policy", {}), **design.policy}
+    before = [{**s, "policy": {**design.policy, **s.get("policy", {})}} for s in json.loads(json.dumps(
+        design.stages_before))]
+    data["stages"] = before + data.get("stages", [])
     data.setdefault("train", {}).update(seed=seed, device=device)
     return load_config(RunConfig, None, overrides, base=data)

@@ -6,8 +6,9 @@ rate, batch, skills and per-component policy ``train | freeze | lora``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from vlfuse.data.scenes import ScenesConfig
 from vlfuse.model import VLMConfig
@@ -45,7 +46,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One phase of training. ``skills`` (empty: all) keeps only samples tagged with those skills."""
+    """One phase of training. ``skills`` (empty: all) keeps only samples tagged with those skills.
+
+    ``objective`` is what the stage optimises (``vlfuse.objectives.stage``); ``data`` changes the run's data for
+    this stage only, as a mapping layered on ``RunConfig.data`` (BLIP-2's stage 1 reads image-caption pairs).
+    """
 
     name: str = "train"
     steps: int = 500
@@ -61,6 +66,8 @@ class StageConfig:
     policy: dict[str, Policy] = field(default_factory=lambda: {"encoder": "train", "connector": "train",
                                                                 "injector": "train", "llm": "train"})
     lora: LoraSettings = field(default_factory=LoraSettings)
+    objective: Literal["lm", "blip2"] = "lm"  # lm: next-token loss on answers; blip2: ITC + ITM + ITG on pairs
+    data: dict[str, Any] = field(default_factory=dict)  # e.g. {scenes: {skills: {caption: 1}}}; {}: the run's
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "grad_accum"):
@@ -106,3 +113,24 @@ class RunConfig:
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")
+        for stage in self.stages:
+            self.stage_data(stage)  # a bad key or value in a stage's data fails here, naming the stage
+
+    def stage_data(self, stage: StageConfig) -> DataConfig:
+        """The data ``stage`` reads: ``self.data`` with the stage's ``data`` mapping layered on."""
+        if not stage.data:
+            return self.data
+        from vlfuse.config import from_dict, to_dict
+
+        merged = to_dict(self.data)
+        _layer(merged, json.loads(json.dumps(stage.data)))
+        return from_dict(DataConfig, merged, f"stage {stage.name!r} data")
+
+
+def _layer(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    """Recursively set ``src``'s keys in ``dst`` (mappings merge, other values replace)."""
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _layer(dst[key], value)
+        else:
+            dst[key] = value

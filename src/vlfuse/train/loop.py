@@ -24,6 +24,7 @@ import torch
 from vlfuse.config import to_dict
 from vlfuse.data.dataset import EncodedDataset, load_records, record_words
 from vlfuse.model import VLM
+from vlfuse.objectives.stage import objective
 from vlfuse.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlfuse.train.config import RunConfig, StageConfig
 from vlfuse.train.policy import apply_policy, has_lora, merge_lora
@@ -91,19 +92,24 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(run: RunConfig, records: list[dict[str, Any]]) -> VLM:
-    """The run's model; the built-in word tokenizer covers the scenes vocabulary or the data's words."""
-    if run.data.source == "scenes":
-        from vlfuse.data.scenes import scene_vocabulary
+    """The run's model; the built-in word tokenizer covers the scenes vocabulary or the data's words (of every
+    stage's data, when a stage reads its own)."""
+    from vlfuse.data.scenes import scene_vocabulary
 
-        words = scene_vocabulary(run.data.scenes)
-    else:
-        words = record_words(records, run.model.tokenizer.image_token)
-    return VLM.from_config(run.model, words=words)
+    words: set[str] = set()
+    for data in [run.data, *(run.stage_data(s) for s in run.stages if s.data)]:
+        if data.source == "scenes":
+            words |= set(scene_vocabulary(data.scenes))
+        else:
+            words |= set(record_words(records if data is run.data else load_records(data, "train"),
+                                      run.model.tokenizer.image_token))
+    return VLM.from_config(run.model, words=sorted(words))
 
 
 def train(run: RunConfig, out_dir: str | Path, resume: bool = False, stop_after: int | None = None,
           show_progress: bool | None = None) -> VLM:
-    """Train ``run`` into ``out_dir`` (``checkpoints/``, ``metrics.jsonl``, ``run.json``, final ``model/``).
+    """Train ``run`` into ``out_dir`` (``checkpoints/``, ``metrics.jsonl``, ``run.json``, final ``model/``; the
+    model after each earlier stage in ``stages/NAME/``).
 
     ``stop_after`` ends the run after that many optimizer steps in all (with a checkpoint), as an interruption
     would; ``resume`` continues from the newest checkpoint.
@@ -133,11 +139,15 @@ def train(run: RunConfig, out_dir: str | Path, resume: bool = False, stop_after:
             if si < state["stage"]:
                 continue
             resume_from = ckpt if (ckpt is not None and si == state["stage"]) else None
-            if not _run_stage(run, si, model, records, device, state, resume_from, metrics, reporter, guard,
+            stage = run.stages[si]
+            data = records if not stage.data else load_records(run.stage_data(stage), "train")
+            if not _run_stage(run, si, model, data, device, state, resume_from, metrics, reporter, guard,
                               stop_after, out):
                 return model.eval()
             if has_lora(model):
                 merge_lora(model)
+            if si < len(run.stages) - 1 and not (out / "stages" / stage.name / "config.json").is_file():
+                model.save_pretrained(str(out / "stages" / stage.name))  # each stage's model, e.g. for eval
     model.save_pretrained(str(out / "model"))
     return model.eval()
 
@@ -158,19 +168,21 @@ def _run_stage(run: RunConfig, si: int, model: VLM, records: list[dict[str, Any]
     if ckpt is not None:
         load_checkpoint(ckpt, model, opt, sched)
         start = state["step"]
-    data = EncodedDataset(records, model.processor(), stage.skills)
+    goal = objective(stage.objective)
+    data = EncodedDataset(records, goal.processor(model), stage.skills)
     stream = data.batches(start * stage.grad_accum, stage.batch_size, seed=run.train.seed * 101 + si)
     bf16 = use_bf16(run.train.precision, device)
     reporter.start(stage.name, start, stage.steps)
     try:
         for step in range(start, stage.steps):
             t0 = time.perf_counter()
-            loss = _step(model, opt, stream, stage, device, bf16, params)
+            loss, parts = _step(model, goal.loss, opt, stream, stage, device, bf16, params)
             sched.step()
             state.update(stage=si, step=step + 1, global_step=state["global_step"] + 1)
             sps = stage.batch_size * stage.grad_accum / (time.perf_counter() - t0)
+            named = {f"loss_{k}": v for k, v in parts.items()} if len(parts) > 1 else {}  # e.g. itc, itm, itg
             metrics.write({"stage": stage.name, "step": step + 1, "global_step": state["global_step"],
-                           "loss": loss, "lr": opt.param_groups[0]["lr"], "samples_per_s": round(sps, 2)})
+                           "loss": loss, **named, "lr": opt.param_groups[0]["lr"], "samples_per_s": round(sps, 2)})
             reporter.update(step + 1, loss, sps)
             g = state["global_step"]
             stopping = bool(guard.signum) or (stop_after is not None and g >= stop_after)
@@ -186,21 +198,25 @@ def _run_stage(run: RunConfig, si: int, model: VLM, records: list[dict[str, Any]
     return True
 
 
-def _step(model: VLM, opt: torch.optim.Optimizer, stream: Any, stage: StageConfig, device: torch.device,
-          bf16: bool, params: list[torch.nn.Parameter]) -> float:
-    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss."""
-    total = 0.0
+def _step(model: VLM, loss_fn: Callable[[VLM, dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+          opt: torch.optim.Optimizer, stream: Any, stage: StageConfig, device: torch.device, bf16: bool,
+          params: list[torch.nn.Parameter]) -> tuple[float, dict[str, float]]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss and its named terms."""
+    total, parts = 0.0, {}
     for _ in range(stage.grad_accum):
         batch = {k: v.to(device, non_blocking=True) for k, v in next(stream).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(**batch).loss / stage.grad_accum
+            terms = loss_fn(model, batch)
+            loss = sum(terms.values()) / stage.grad_accum
         loss.backward()
         total += float(loss.detach())
+        for name, term in terms.items():
+            parts[name] = parts.get(name, 0.0) + float(term.detach()) / stage.grad_accum
     if stage.clip > 0:
         torch.nn.utils.clip_grad_norm_(params, stage.clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return total
+    return total, parts
 
 
 def _prune(out: Path, keep: int) -> None:

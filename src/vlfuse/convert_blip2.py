@@ -1,0 +1,86 @@
+"""Load ``transformers`` BLIP-2 weights into the vlfuse Q-Former (``connectors/qformer.py``).
+
+``load_blip2_qformer`` takes the state dict of any BLIP-2 model in transformers' layout
+(``Blip2ForConditionalGeneration``, ``Blip2ForImageTextRetrieval``, or ``{"query_tokens": ..., "qformer.<key>":
+...}`` around a ``Blip2QFormerModel``) and its ``Blip2Config``, builds the equivalent ``qformer`` connector, maps
+the keys and loads strictly. Only weights transformers has no counterpart for may stay at their initialisation:
+the ITC temperature and the ITG LM head (transformers' retrieval model has neither), and the LLM projection when
+the checkpoint has no ``language_projection``.
+Parity: ``tests/parity/test_qformer_parity.py``, ``tests/parity/test_blip2.py``.
+Shapes: ``Q`` queries, ``H`` Q-Former width (only weights move here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from vlfuse.connectors.qformer import QFormer, QFormerConfig
+from vlfuse.convert import rename
+
+_ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+# per Q-Former layer: (transformers prefix, vlfuse prefix), relative to the layer
+_LAYER = [("attention.attention.query.", "self_attn.q."), ("attention.attention.key.", "self_attn.k."),
+          ("attention.attention.value.", "self_attn.v."), ("attention.output.dense.", "self_attn.o."),
+          ("attention.output.LayerNorm.", "self_attn.norm."),
+          ("crossattention.attention.query.", "cross_attn.q."), ("crossattention.attention.key.", "cross_attn.k."),
+          ("crossattention.attention.value.", "cross_attn.v."), ("crossattention.output.dense.", "cross_attn.o."),
+          ("crossattention.output.LayerNorm.", "cross_attn.norm."),
+          ("intermediate_query.dense.", "ff_query.up."), ("output_query.dense.", "ff_query.down."),
+          ("output_query.LayerNorm.", "ff_query.norm."), ("intermediate.dense.", "ff_text.up."),
+          ("output.dense.", "ff_text.down."), ("output.LayerNorm.", "ff_text.norm.")]
+_TOP = [("qformer.layernorm.", "embed_norm."), ("embeddings.word_embeddings.", "word_emb."),
+        ("embeddings.position_embeddings.", "pos_emb."), ("language_projection.", "proj."),
+        ("vision_projection.", "heads.vision_proj."), ("text_projection.", "heads.text_proj."),
+        ("itm_head.", "heads.itm."), ("query_tokens", "query_tokens")]
+_NO_HF_COUNTERPART = ("heads.temp", "heads.lm_dense.", "heads.lm_norm.", "heads.lm_bias")
+
+
+def qformer_config(config: Any) -> QFormerConfig:
+    """The ``QFormerConfig`` equal to a ``Blip2Config``'s Q-Former (text path when ``use_qformer_text_input``)."""
+    qc = config.qformer_config
+    if qc.hidden_act not in _ACTS:
+        raise ValueError(f"qformer_config.hidden_act={qc.hidden_act!r} is not supported; choices: {list(_ACTS)}")
+    return QFormerConfig(hidden_size=qc.hidden_size, layers=qc.num_hidden_layers, heads=qc.num_attention_heads,
+                         intermediate_size=qc.intermediate_size, num_queries=config.num_query_tokens,
+                         cross_attention_frequency=qc.cross_attention_frequency,
+                         vocab_size=qc.vocab_size if qc.use_qformer_text_input else 0,
+                         max_text_positions=qc.max_position_embeddings, embed_dim=config.image_text_hidden_size,
+                         dropout=qc.hidden_dropout_prob, layer_norm_eps=qc.layer_norm_eps,
+                         activation=_ACTS[qc.hidden_act])  # type: ignore[arg-type]
+
+
+def load_blip2_qformer(state_dict: Mapping[str, torch.Tensor], config: Any, out_dim: int | None = None,
+                       prefix: str = "") -> QFormer:
+    """A ``qformer`` connector holding the BLIP-2 weights in ``state_dict`` (keys under ``prefix``).
+
+    ``out_dim`` is the LLM width (default: ``language_projection``'s, else the Q-Former width); weights of
+    other parts of the checkpoint (vision tower, LLM) are ignored here.
+
+    Example:
+        >>> hf = Blip2ForConditionalGeneration(cfg)
+        >>> qformer = load_blip2_qformer(hf.state_dict(), cfg)
+    """
+    ours = qformer_config(config)
+    table = list(_TOP)
+    table += [(f"qformer.encoder.layer.{i}.{a}", f"layers.{i}.{b}") for i in range(ours.layers) for a, b in _LAYER]
+    keep = tuple(p for p, _ in table)
+    picked = {k[len(prefix):]: v for k, v in state_dict.items()
+              if k.startswith(prefix) and k[len(prefix):].startswith(keep)}
+    if "query_tokens" not in picked:
+        raise ValueError(f"no 'query_tokens' under prefix {prefix!r}; give a BLIP-2 model's state dict "
+                         f"(first keys: {list(state_dict)[:3]})")
+    state = rename(picked, table)
+    state["query_tokens"] = state["query_tokens"].reshape(ours.num_queries, ours.hidden_size)
+    if out_dim is None:
+        out_dim = state["proj.weight"].shape[0] if "proj.weight" in state else ours.hidden_size
+    module = QFormer(ours, in_dim=config.qformer_config.encoder_hidden_size, out_dim=out_dim)
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    allowed = _NO_HF_COUNTERPART + (() if "proj.weight" in state else ("proj.",))
+    missing = [k for k in missing if not k.startswith(allowed)]
+    if missing or unexpected:
+        raise ValueError(f"BLIP-2 weights do not fit the qformer: missing {missing[:5]}, unexpected {unexpected[:5]}; "
+                         "is the config the one these weights were saved with?")
+    return module
