@@ -49,7 +49,7 @@ def test_different_seed_gives_different_records():
 
 def test_record_format():
     records = generate(ScenesConfig(), 80, seed=0)
-    assert {r["skill"] for r in records} == set(SKILLS)
+    assert {r["skill"] for r in records} == set(SKILLS) - {"position"}  # off by default
     for r in records:
         human, gpt = r["conversations"]
         assert human["from"] == "human" and gpt["from"] == "gpt"
@@ -85,7 +85,8 @@ def test_color_and_shape_answers_cover_every_choice():
 
 
 def test_every_token_is_in_the_vocabulary():
-    for cfg in (ScenesConfig(word_prob=0.5), ScenesConfig(image_size=16, max_objects=3, shapes=("circle", "square"))):
+    for cfg in (ScenesConfig(word_prob=0.5), ScenesConfig(image_size=16, max_objects=3, shapes=("circle", "square")),
+                ScenesConfig(skills={"position": 1.0, "spatial": 1.0}, extra_turns=4)):
         vocab = set(scene_vocabulary(cfg))
         assert "<image>" not in vocab and {"?", ",", ".", "circles", "first", "no", "above"} <= vocab
         for seed in range(3):

@@ -11,12 +11,13 @@ from vlfuse.cli.app import main
 from vlfuse.compare.designs import base_mapping, design_run, load_design
 
 
-def test_designs_freeze_the_llm_and_build_cross_attention():
+def test_designs_build_cross_attention_and_train_the_random_llm():
     for name, connector in (("flamingo", "perceiver"), ("xattn", "linear")):
         run = design_run(load_design(name), base_mapping(quick=True), seed=0)
         assert run.model.injection.kind == "cross_attention" and run.model.connector.kind == connector
         for stage in run.stages:
-            assert stage.policy["llm"] == "freeze" and stage.policy.get("injector", "train") == "train"
+            # the compare bases start the LLM from random weights, so these rows train it like every other row
+            assert stage.policy.get("llm", "train") == "train" and stage.policy.get("injector", "train") == "train"
 
 
 @pytest.mark.slow
@@ -31,7 +32,7 @@ def test_flamingo_and_xattn_train_and_measure_through_compare(tmp_path):
         cell = d["seeds"]["0"]
         assert d["visual_tokens"] == 1  # one <image> marker per image, whatever V is
         assert cell["train_samples"] == 3 * 4 and cell["decode_ms_per_token_8img"] > 0
-        assert 0 < d["params_trained"] < d["params_total"]  # the LLM is frozen
+        assert 0 < d["params_trained"] == d["params_total"]  # everything trains on the random-LLM base
         # the LLM's own KV barely grows with images (7 more markers); media "last" keeps one image's visual K/V
         assert cell["kv_visual_bytes_8img"] == cell["kv_visual_bytes_1img"] > 0
         self_1 = cell["kv_bytes_1img"] - cell["kv_visual_bytes_1img"]

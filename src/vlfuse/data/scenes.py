@@ -54,7 +54,8 @@ class ScenesConfig:
     sizes: tuple[str, ...] = SIZES
     word_prob: float = 0.0  # chance that a non-ocr single-image scene also shows a word (multi never does)
     words: tuple[str, ...] = WORDS  # lower-case letters; drawn upper-case
-    skills: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SKILLS, 1.0))  # skill -> weight
+    # skill -> weight; "position" (an object's grid cell) is a training aid, off unless asked for
+    skills: dict[str, float] = field(default_factory=lambda: {**dict.fromkeys(SKILLS, 1.0), "position": 0.0})
     extra_turns: int = 0  # follow-up QA turns about the same image (``scene_dialogs``); evaluation reads turn 1
     question_first: float = 0.0  # chance the question precedes its image, as in part of LLaVA-Instruct
 
@@ -312,7 +313,9 @@ def generate(cfg: ScenesConfig, n: int, seed: int) -> list[dict[str, Any]]:
 def scene_vocabulary(cfg: ScenesConfig) -> list[str]:
     """Every token (whitespace-split, lower-case, punctuation included) a question, answer or caption can hold."""
     words = {w for t in TEMPLATES.values() for w in t.split() if "{" not in w}
-    words |= set(ANSWER_WORDS) | set(ROW_NAMES) | set(COL_NAMES) | set(cfg.colors) | set(cfg.shapes)
+    words |= set(ANSWER_WORDS) | set(cfg.colors) | set(cfg.shapes)
+    if cfg.skills.get("position", 0) > 0:
+        words |= set(ROW_NAMES) | set(COL_NAMES)
     words |= {f"{s}s" for s in cfg.shapes}
     words |= set(cfg.sizes) | set(cfg.words) | set(NUMBER_WORDS[: cfg.max_objects + 1])
     return sorted(words)
