@@ -6,12 +6,14 @@ the same network. For 1, 2, 4, 8, 16 images (one tile each), one prompt (``<imag
 question) is generated greedily by ``hf.generate`` (``do_sample=False``, no EOS stop, ``<image>`` suppressed) and
 by ``vlfuse.generate.generate_ids`` (the same: argmax, no EOS stop, ``<image>`` never generated).
 
-Method: decode ms/token = ``(t(G) - t(1)) / (G - 1)``, where ``t(k)`` is the wall time of a whole generate call
-of ``k`` new tokens (prefill and image encoding included, so they cancel), each the median of ``--repeats`` runs
-after one warm-up of each, ``torch.cuda.synchronize()`` before and after every timed call on CUDA. The G-token
-call of each side is timed right after the other's, images in increasing order. "first token ms" is ``t(1)``
-(prefill + one step). "tokens equal" counts the leading greedy tokens on which the two sides agree (fp32: all G;
-bf16 may part on a near-tie): equal tokens mean both timed the same work.
+Method (timing hooks, ``TokenClock``): each side's whole ``G``-token generate call is clocked at the moment each
+new token reaches the host: ``transformers`` hands every token to its ``streamer`` (``put``, after the token was
+copied to the CPU, which waits for the GPU), vlfuse to its ``on_token`` callback (which calls
+``torch.cuda.synchronize()`` first). Decode ms/token = ``(t_G - t_1) / (G - 1)``: the prefill and the image encoding,
+before the first token, are left out; "first token ms" is ``t_1`` from the call's start (prefill + vision + one
+sampling). Median of ``--repeats`` calls after one warm-up call per side, the sides alternating, images in
+increasing order. "tokens equal" counts the leading greedy tokens on which the two sides agree (fp32: all G; bf16
+may part on a near-tie): equal tokens mean both timed the same work.
 
 Run (tiny CPU config)::
 
@@ -60,45 +62,68 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], Any], device: str) -> float:
-    """Seconds of one call of ``fn``, synchronised on CUDA."""
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
+class TokenClock:
+    """When each new token reaches the host: a ``transformers`` streamer (``put`` / ``end``) and a vlfuse
+    ``on_token`` callback in one. ``times[k]``: seconds since ``start()`` at which new token ``k`` was there."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.times, self.t0, self.prompt_seen = device, [], 0.0, False
+
+    def start(self) -> TokenClock:
+        _sync(self.device)
+        self.times, self.prompt_seen, self.t0 = [], False, time.perf_counter()
+        return self
+
+    def put(self, value: torch.Tensor) -> None:  # transformers: the prompt first, then each token, on the host
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.times.append(time.perf_counter() - self.t0)
+
+    def end(self) -> None:
+        pass
+
+    def __call__(self, token: torch.Tensor) -> None:  # vlfuse's on_token: the token is on the device
+        _sync(self.device)
+        self.times.append(time.perf_counter() - self.t0)
+
+    def decode_ms(self) -> float:
+        """Mean ms between consecutive new tokens: the prefill (and image encoding) before the first is excluded."""
+        return 1000 * (self.times[-1] - self.times[0]) / (len(self.times) - 1)
 
 
-def hf_generate(hf: Any, inputs: dict[str, torch.Tensor], image_id: int, new_tokens: int) -> torch.Tensor:
+def hf_generate(hf: Any, inputs: dict[str, torch.Tensor], image_id: int, new_tokens: int,
+                clock: TokenClock | None = None) -> torch.Tensor:
     """``transformers`` greedy generate -> ``(1, G)`` new tokens."""
     out = hf.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, suppress_tokens=[image_id],
-                      pad_token_id=hf.config.get_text_config().pad_token_id)
+                      pad_token_id=hf.config.get_text_config().pad_token_id, streamer=clock)
     return out[:, inputs["input_ids"].shape[1]:]
 
 
-def ours_generate(model: Any, batch: dict[str, torch.Tensor], new_tokens: int) -> torch.Tensor:
+def ours_generate(model: Any, batch: dict[str, torch.Tensor], new_tokens: int,
+                  clock: TokenClock | None = None) -> torch.Tensor:
     """vlfuse greedy generate -> ``(1, G)`` new tokens (EOS id -1: never stops early)."""
-    return generate_ids(model, batch, max_new_tokens=new_tokens, eos_token_id=-1)
+    return generate_ids(model, batch, max_new_tokens=new_tokens, eos_token_id=-1, on_token=clock)
 
 
-def decode_pair(runs: dict[str, Callable[[int], torch.Tensor]], new_tokens: int, repeats: int,
+def decode_pair(runs: dict[str, Callable[[int, TokenClock], torch.Tensor]], new_tokens: int, repeats: int,
                 device: str) -> dict[str, Any]:
-    """Time ``runs[side](k)`` for ``k = G`` and ``k = 1``, alternating sides; ms/token by difference."""
+    """Run each side ``1 + repeats`` times (the first a warm-up), alternating; medians of the clocked times."""
     if new_tokens < 2:
-        raise ValueError(f"--new-tokens {new_tokens} must be >= 2 (decode ms/token is (t(G) - t(1)) / (G - 1))")
-    tokens = {side: run(new_tokens) for side, run in runs.items()}  # warm-up, and the tokens compared
-    for run in runs.values():
-        run(1)
-    long: dict[str, list[float]] = {side: [] for side in runs}
-    short: dict[str, list[float]] = {side: [] for side in runs}
+        raise ValueError(f"--new-tokens {new_tokens} must be >= 2 (decode ms/token is timed between new tokens)")
+    clock = TokenClock(device)
+    tokens = {side: run(new_tokens, clock.start()) for side, run in runs.items()}  # warm-up; the tokens compared
+    decode: dict[str, list[float]] = {side: [] for side in runs}
+    first: dict[str, list[float]] = {side: [] for side in runs}
     for _ in range(repeats):
         for side, run in runs.items():
-            long[side].append(timed(lambda run=run: run(new_tokens), device))
-            short[side].append(timed(lambda run=run: run(1), device))
-    out: dict[str, Any] = {}
-    for side in runs:
-        t_long, t_short = statistics.median(long[side]), statistics.median(short[side])
-        out[side] = {"decode_ms": 1000 * (t_long - t_short) / (new_tokens - 1), "first_ms": 1000 * t_short}
+            run(new_tokens, clock.start())
+            if len(clock.times) != new_tokens:
+                raise RuntimeError(f"{side} gave {len(clock.times)} tokens to the clock, expected {new_tokens}")
+            decode[side].append(clock.decode_ms())
+            first[side].append(1000 * clock.times[0])
+    out: dict[str, Any] = {side: {"decode_ms": statistics.median(decode[side]),
+                                  "first_ms": statistics.median(first[side])} for side in runs}
     a, b = (tokens[side].cpu()[0] for side in runs)
     differ = (a != b).nonzero()
     out["equal"] = int(differ[0]) if len(differ) else len(a)
@@ -114,8 +139,8 @@ def measure_pair(family: str, hf: Any, ours: Any, tok: Any, counts: list[int],
         ids = prompt_ids(tok, n)
         images = pixels(ours, n, args.device, dtype)
         inputs, batch = hf_inputs(family, tok, ids, images), vlfuse_batch(ids, images)
-        runs = {"hf": lambda k, inputs=inputs: hf_generate(hf, inputs, image_id, k),
-                "vlfuse": lambda k, batch=batch: ours_generate(ours, batch, k)}
+        runs = {"hf": lambda k, clock, inputs=inputs: hf_generate(hf, inputs, image_id, k, clock),
+                "vlfuse": lambda k, clock, batch=batch: ours_generate(ours, batch, k, clock)}
         r = decode_pair(runs, args.new_tokens, args.repeats, args.device)
         rows.append({"family": family, "images": n, "prompt": ids.shape[1], "keys": n * ours.visual_tokens, **r})
         print(f"[{family}] {n} images: HF {r['hf']['decode_ms']:.2f} ms/token, vlfuse "
