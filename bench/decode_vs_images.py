@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"LLM {llm.model_type} width {llm.hidden_size}, {llm.num_hidden_layers} layers; V = {concat.visual_tokens} "
           f"visual tokens per image; cross-attention before every {args.every} layer(s) "
           f"({len(xattn.injector.blocks)} blocks); {args.new_tokens} new tokens, median of {args.repeats}; "
-          f"device {args.device}, {args.dtype}, torch threads {torch.get_num_threads()}")
+          f"device {args.device}, {args.dtype}, torch threads {torch.get_num_threads()}\n")
     print("| images | prompt concat / xattn | decode ms/token concat | xattn | concat / xattn | "
           "KV cache concat | xattn (self + visual) | concat / xattn |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")

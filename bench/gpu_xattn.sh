@@ -15,7 +15,7 @@
 #   bash bench/gpu_xattn.sh --tiny     # CPU check of the same path: tiny configs, float32 (or XATTN_TINY=1)
 #
 # Python: $PYTHON (default: .venv/bin/python if present, else python3). A transformers wheel in .whl/ (carried
-# to the device machine, see docs/performance.md) is installed to /tmp/site first and takes precedence.
+# to the device machine, see docs/performance.md) is installed to $XATTN_SITE (/tmp/site) first and wins.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,10 +24,11 @@ tiny=${XATTN_TINY:-0}
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
+site=${XATTN_SITE:-/tmp/site}
 if compgen -G ".whl/*.whl" >/dev/null; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "installing .whl/*.whl failed" >&2; exit 1; }
-  export PYTHONPATH=/tmp/site
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
+    || { echo "installing .whl/*.whl into $site failed" >&2; exit 1; }
+  export PYTHONPATH="$site"
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
@@ -63,7 +64,9 @@ say ""
 say "$("$PYTHON" - <<'EOF' 2>>"$log"
 import platform, torch, transformers
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-print(f"{gpu}; Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}")
+where = transformers.__file__.rsplit("/transformers/", 1)[0]
+print(f"{gpu}; Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__} "
+      f"(from {where})")
 EOF
 )"
 say ""
