@@ -12,7 +12,9 @@ Run (tiny CPU config, the ``vlfuse compare --quick`` backbones)::
     PYTHONPATH=src .venv/bin/python bench/decode_vs_images.py
 
 A bigger LLM: ``--llm PATH`` (a local ``AutoModelForCausalLM`` folder, its weights loaded) or ``--llm-config
-JSON`` (a transformers config, random weights), with ``--device cuda --dtype bfloat16``.
+JSON`` (a transformers config, random weights), with ``--device cuda --dtype bfloat16``; more visual tokens per
+image: ``--image-size 192`` (576 tokens, LLaVA-1.5's count). ``bench/gpu_xattn.sh`` runs it on a GPU, beside the
+``transformers`` reference (``bench/reference_xattn.py``).
 Shapes: ``N`` images, ``V`` visual tokens per image, ``S`` prompt length.
 """
 
@@ -28,7 +30,7 @@ from vlfuse.compare.measure import latency
 from vlfuse.config import from_dict
 from vlfuse.model import VLM, VLMConfig
 
-ENCODER = {"kind": "vit", "image_size": 40, "patch_size": 8, "width": 128, "depth": 3, "heads": 4}  # V = 25
+ENCODER = {"kind": "vit", "width": 128, "depth": 3, "heads": 4}  # 40 px / patch 8 by default: V = 25
 TINY_LLM = {"model_type": "llama", "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 3,
             "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 1024,
             "tie_word_embeddings": False}
@@ -40,7 +42,8 @@ def build(injection: dict[str, Any], args: argparse.Namespace) -> VLM:
         llm["path"] = args.llm
     else:
         llm["config"] = json.loads(args.llm_config) if args.llm_config else dict(TINY_LLM)
-    config = from_dict(VLMConfig, {"encoder": ENCODER, "connector": {"kind": "linear"}, "injection": injection,
+    encoder = {**ENCODER, "image_size": args.image_size, "patch_size": args.patch_size}
+    config = from_dict(VLMConfig, {"encoder": encoder, "connector": {"kind": "linear"}, "injection": injection,
                                    "llm": llm})
     torch.manual_seed(0)
     model = VLM.from_config(config).to(args.device).eval()
@@ -63,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--every", type=int, default=1, help="cross-attention block before every k-th layer")
+    p.add_argument("--image-size", type=int, default=40, help="ViT input size (V = (size / patch)^2 tokens)")
+    p.add_argument("--patch-size", type=int, default=8)
     p.add_argument("--llm", help="local AutoModelForCausalLM folder (weights loaded)")
     p.add_argument("--llm-config", help="a transformers LLM config as JSON (random weights)")
     p.add_argument("--device", default="cpu")
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"LLM {llm.model_type} width {llm.hidden_size}, {llm.num_hidden_layers} layers; V = {concat.visual_tokens} "
           f"visual tokens per image; cross-attention before every {args.every} layer(s) "
           f"({len(xattn.injector.blocks)} blocks); {args.new_tokens} new tokens, median of {args.repeats}; "
-          f"device {args.device}, {args.dtype}, torch threads {torch.get_num_threads()}")
+          f"device {args.device}, {args.dtype}, torch threads {torch.get_num_threads()}\n")
     print("| images | prompt concat / xattn | decode ms/token concat | xattn | concat / xattn | "
           "KV cache concat | xattn (self + visual) | concat / xattn |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")

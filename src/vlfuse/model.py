@@ -111,6 +111,9 @@ class VLM(nn.Module):
         """``(N_all, C, H, W) -> (N_all, V, Dt)``; a connector of zero tokens (``none``) skips the encoder."""
         if self.visual_tokens == 0:
             return pixel_values.new_zeros(pixel_values.shape[0], 0, hidden_size(self.llm))  # (N_all, 0, Dt)
+        weight = next(self.encoder.parameters(), None)
+        if weight is not None and pixel_values.is_floating_point():
+            pixel_values = pixel_values.to(weight.dtype)  # the processor gives fp32; a bf16 / fp16 model reads its own
         return self.connector(self.encoder(pixel_values))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -163,3 +163,15 @@ def test_streamed_pieces_concatenate_to_the_returned_text(model, temperature):
     )
     assert text and pieces
     assert "".join(pieces) == text
+
+
+@pytest.mark.parametrize("injection", [{"kind": "concat"}, {"kind": "cross_attention", "every": 1}])
+def test_a_bfloat16_model_reads_the_processors_float32_pixels(injection):
+    vlm = tiny_vlm(injection=injection).to(torch.bfloat16).eval()
+    examples = [vlm.processor().encode_prompt("<image> what color is the circle ?", [torch.rand(3, 8, 8)])]
+    batch = vlm.processor().collate(examples, padding_side="left")
+    assert batch["pixel_values"].dtype == torch.float32
+    ids = generate_ids(vlm, batch, max_new_tokens=3, eos_token_id=-1)  # (1, 3)
+    assert ids.shape == (1, 3)
+    with torch.no_grad():
+        assert vlm(batch["input_ids"], pixel_values=batch["pixel_values"]).logits.dtype == torch.bfloat16
