@@ -7,6 +7,7 @@ An encoder maps ``pixel_values (B*N, C, H, W)`` to ``features (B*N, P, Dv)``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,3 +51,22 @@ class VisionEncoder(nn.Module, ABC):
                 f"images are {h}x{w} px but the encoder expects {self.image_size}x{self.image_size}; "
                 "resize them with vlfuse.data.transforms.ImageTransform"
             )
+
+
+class HFTowerWithCLS:
+    """Mixin for thin wrappers of a ``transformers`` vision tower (``self.tower``) with square patches of
+    ``self.patch_size`` and a CLS vector kept first: ``P = patches + 1``; ``hf_config`` is what checkpoints store.
+
+    Example:
+        >>> class MyEncoder(HFTowerWithCLS, VisionEncoder): ...
+    """
+
+    tower: Any
+    patch_size: int
+
+    def hf_config(self) -> dict[str, Any]:
+        """The tower's transformers config as a dict (what ``save_pretrained`` stores)."""
+        return self.tower.config.to_dict()
+
+    def num_patches(self, height: int, width: int) -> int:
+        return (height // self.patch_size) * (width // self.patch_size) + 1  # + CLS

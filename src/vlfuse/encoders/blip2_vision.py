@@ -14,7 +14,7 @@ from typing import Any, Literal
 import torch
 from transformers import Blip2VisionConfig, Blip2VisionModel
 
-from vlfuse.encoders.base import VisionEncoder
+from vlfuse.encoders.base import HFTowerWithCLS, VisionEncoder
 from vlfuse.registry import ENCODERS
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # BlipImageProcessor's defaults (OpenAI CLIP statistics)
@@ -30,7 +30,7 @@ class Blip2VisionEncoderConfig:
 
 
 @ENCODERS.register("blip2_vision", Blip2VisionEncoderConfig)
-class Blip2VisionEncoder(VisionEncoder):
+class Blip2VisionEncoder(HFTowerWithCLS, VisionEncoder):
     """``Blip2VisionModel``; features are its post-LayerNorm last hidden states, CLS first.
 
     Example:
@@ -47,9 +47,6 @@ class Blip2VisionEncoder(VisionEncoder):
         self.tower = Blip2VisionModel(vcfg)
         self.embed_dim, self.image_size, self.patch_size = vcfg.hidden_size, vcfg.image_size, vcfg.patch_size
         self.image_mean, self.image_std = tuple(config.image_mean), tuple(config.image_std)
-
-    def num_patches(self, height: int, width: int) -> int:
-        return (height // self.patch_size) * (width // self.patch_size) + 1
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B*N, C, H, W) -> (B*N, P, Dv)``."""

@@ -16,7 +16,7 @@ import torch
 from transformers.models.idefics.configuration_idefics import IdeficsVisionConfig
 from transformers.models.idefics.vision import IdeficsVisionTransformer
 
-from vlfuse.encoders.base import VisionEncoder
+from vlfuse.encoders.base import HFTowerWithCLS, VisionEncoder
 from vlfuse.registry import ENCODERS
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # IDEFICS_STANDARD_MEAN / STD of its image processor
@@ -34,7 +34,7 @@ class IdeficsVisionEncoderConfig:
 
 
 @ENCODERS.register("idefics_vision", IdeficsVisionEncoderConfig)
-class IdeficsVisionEncoder(VisionEncoder):
+class IdeficsVisionEncoder(HFTowerWithCLS, VisionEncoder):
     """``IdeficsVisionTransformer``; features are its last hidden states, CLS first.
 
     Example:
@@ -55,13 +55,6 @@ class IdeficsVisionEncoder(VisionEncoder):
         self.in_channels = vcfg.num_channels
         self.image_mean = tuple(config.image_mean or CLIP_MEAN)
         self.image_std = tuple(config.image_std or CLIP_STD)
-
-    def hf_config(self) -> dict[str, Any]:
-        """The tower's config as a dict (what ``save_pretrained`` stores)."""
-        return self.tower.config.to_dict()
-
-    def num_patches(self, height: int, width: int) -> int:
-        return (height // self.patch_size) * (width // self.patch_size) + 1  # + CLS
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B*N, C, H, W) -> (B*N, 1 + P, Dv)``."""

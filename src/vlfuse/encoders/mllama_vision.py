@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from transformers import MllamaVisionConfig, MllamaVisionModel
 
-from vlfuse.encoders.base import VisionEncoder
+from vlfuse.encoders.base import HFTowerWithCLS, VisionEncoder
 from vlfuse.registry import ENCODERS
 
 
@@ -31,7 +31,7 @@ class MllamaVisionEncoderConfig:
 
 
 @ENCODERS.register("mllama_vision", MllamaVisionEncoderConfig)
-class MllamaVisionEncoder(VisionEncoder):
+class MllamaVisionEncoder(HFTowerWithCLS, VisionEncoder):
     """``MllamaVisionModel`` on one tile per image; ``(N, C, H, W) -> (N, P, Dv')``.
 
     Example:
@@ -57,13 +57,6 @@ class MllamaVisionEncoder(VisionEncoder):
         self.in_channels, self.max_tiles = vcfg.num_channels, vcfg.max_num_tiles
         self.image_mean = tuple(config.image_mean or (0.48145466, 0.4578275, 0.40821073))
         self.image_std = tuple(config.image_std or (0.26862954, 0.26130258, 0.27577711))
-
-    def hf_config(self) -> dict[str, Any]:
-        """The tower's config as a dict (what ``save_pretrained`` stores)."""
-        return self.tower.config.to_dict()
-
-    def num_patches(self, height: int, width: int) -> int:
-        return (height // self.patch_size) * (width // self.patch_size) + 1  # + CLS
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W) -> (N, P, Dv')``."""

@@ -51,8 +51,10 @@ def _portable_config(model: Any) -> dict[str, Any]:
     cfg["llm"]["config"] = model.llm.config.to_dict()
     cfg["tokenizer"]["path"] = None
     if hasattr(model.encoder, "hf_config"):
-        cfg["encoder"].update(path=None, config=model.encoder.hf_config(),
+        cfg["encoder"].update(config=model.encoder.hf_config(),
                               image_mean=list(model.encoder.image_mean), image_std=list(model.encoder.image_std))
+        if "path" in cfg["encoder"]:  # a tower loaded from a folder is saved with its config inlined
+            cfg["encoder"]["path"] = None
     return cfg
 
 
