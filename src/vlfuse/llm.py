@@ -1,17 +1,31 @@
 """The only adapter to Hugging Face causal LMs: build from a local folder or a config, and a few accessors.
 
-vlfuse talks to an LLM only through ``get_input_embeddings()``, ``inputs_embeds=`` and the per-``model_type``
-table below (where its decoder layers live, what bounds its positions). Adding a family is one table row.
+vlfuse talks to an LLM only through ``get_input_embeddings()``, ``inputs_embeds=``, the KV-cache name below and
+the per-``model_type`` table (where its decoder layers live, what bounds its positions). Adding a family is one
+table row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+
+def _cache_keyword() -> str:
+    """``cache`` where ``transformers`` has renamed the KV cache, else ``past_key_values`` (its older name).
+
+    The rename changed the models' forward keyword and their outputs' field together, and the old name now warns
+    ("`past_key_values` is deprecated ... Use `cache` instead"), so the output field tells which one to use.
+    """
+    return "cache" if "cache" in {f.name for f in fields(CausalLMOutputWithPast)} else "past_key_values"
+
+
+CACHE_KEYWORD: str = _cache_keyword()  # decided once, at import; every LLM call and cache read goes through it
 
 # model_type -> (dotted path of the decoder-layer list, config attribute bounding positions)
 LLM_TABLE: dict[str, tuple[str, str]] = {
@@ -71,6 +85,16 @@ def build_llm(config: LLMConfig, vocab_size: int | None = None) -> PreTrainedMod
     if vocab_size is not None and vocab_size > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(vocab_size)
     return model
+
+
+def cache_kwargs(cache: Any) -> dict[str, Any]:
+    """The keyword argument that hands ``cache`` (a ``transformers`` ``Cache`` or ``None``) to an LLM's forward."""
+    return {CACHE_KEYWORD: cache}
+
+
+def output_cache(output: Any) -> Any:
+    """The KV cache an LLM's forward returned (``None`` when it returned none), read under the installed name."""
+    return getattr(output, CACHE_KEYWORD, None)
 
 
 def hidden_size(model: PreTrainedModel) -> int:

@@ -137,7 +137,7 @@ class VLM(nn.Module):
         out = self.injector(self.llm, input_ids, visual, attention_mask=attention_mask, position_ids=position_ids,
                             past_key_values=past_key_values, use_cache=use_cache, image_counts=image_counts)
         loss = lm_loss(out.logits, labels) if labels is not None else None
-        return VLMOutput(loss, out.logits, getattr(out, "past_key_values", None))
+        return VLMOutput(loss, out.logits, out.past_key_values)
 
     # --- generation, persistence (thin wrappers: the work lives in generate.py and checkpoint.py) ---------------
     @torch.no_grad()

@@ -1,19 +1,30 @@
 """The injection slot: how visual tokens reach the LLM.
 
 Shapes: ``B`` batch, ``S`` sequence length (text plus expanded placeholders), ``V`` visual tokens per image,
-``Dt`` LLM width, ``N_all`` images in the whole batch.
+``Dt`` LLM width, ``N_all`` images in the whole batch, ``W`` vocabulary size.
 An injector is built as ``cls(config, llm)`` and runs the LLM:
-``forward(llm, input_ids (B, S), visual (N_all, V, Dt) | None, attention_mask (B, S), ...) -> CausalLMOutput``.
+``forward(llm, input_ids (B, S), visual (N_all, V, Dt) | None, attention_mask (B, S), ...) -> InjectorOutput``.
+It is the boundary with ``transformers``: it hands the cache to the LLM and reads it back through
+``vlfuse.llm.cache_kwargs`` / ``output_cache``, and returns vlfuse's own output, never the LLM's.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+
+
+@dataclass
+class InjectorOutput:
+    """``logits (B, S, W)``; ``past_key_values``, the cache to continue from when ``use_cache`` (else ``None``)."""
+
+    logits: torch.Tensor
+    past_key_values: Any = None
 
 
 class Injector(nn.Module, ABC):
@@ -36,5 +47,5 @@ class Injector(nn.Module, ABC):
         past_key_values: Any = None,
         use_cache: bool = False,
         image_counts: torch.Tensor | None = None,
-    ) -> Any:
-        """Run ``llm`` on ``input_ids (B, S)`` with ``visual (N_all, V, Dt)``; returns the LLM's output."""
+    ) -> InjectorOutput:
+        """Run ``llm`` on ``input_ids (B, S)`` with ``visual (N_all, V, Dt)``; returns its logits and cache."""

@@ -15,7 +15,8 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedModel
 
-from vlfuse.injection.base import Injector
+from vlfuse.injection.base import Injector, InjectorOutput
+from vlfuse.llm import cache_kwargs, output_cache
 from vlfuse.registry import INJECTIONS
 
 
@@ -54,20 +55,21 @@ class ConcatInjector(Injector):
         past_key_values: Any = None,
         use_cache: bool = False,
         image_counts: torch.Tensor | None = None,
-    ) -> Any:
-        """``input_ids (B, S)``, ``visual (N_all, V, Dt)`` -> the LLM's ``CausalLMOutputWithPast``."""
+    ) -> InjectorOutput:
+        """``input_ids (B, S)``, ``visual (N_all, V, Dt)`` -> the LLM's logits ``(B, S, W)`` and its cache."""
         mask = input_ids == self.image_token_id  # (B, S)
         check_placeholders(mask, visual, image_counts)
         embeds = llm.get_input_embeddings()(input_ids.masked_fill(mask, 0))  # (B, S, Dt)
         if visual is not None and visual.shape[0] > 0:
             embeds = self.merge(embeds, mask, visual)
-        return llm(
+        out = llm(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **cache_kwargs(past_key_values),  # `cache=` or `past_key_values=`, whichever transformers takes
         )
+        return InjectorOutput(out.logits, output_cache(out))
 
 
 def check_placeholders(mask: torch.Tensor, visual: torch.Tensor | None, image_counts: torch.Tensor | None) -> None:

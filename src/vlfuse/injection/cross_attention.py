@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from vlfuse.injection.base import Injector
+from vlfuse.injection.base import Injector, InjectorOutput
 from vlfuse.injection.xattn_blocks import BlockShape, GatedCrossAttentionBlock
 from vlfuse.injection.xattn_media import (
     CrossAttentionCache,
@@ -41,7 +41,7 @@ from vlfuse.injection.xattn_media import (
     media_masks,
     pack_media,
 )
-from vlfuse.llm import decoder_layers, hidden_size
+from vlfuse.llm import cache_kwargs, decoder_layers, hidden_size, output_cache
 from vlfuse.registry import INJECTIONS
 
 CONTEXT_KEY = "vlfuse_cross_attention"  # the keyword the media travel under, through the LLM to its layers
@@ -124,10 +124,9 @@ class FusedDecoderLayer(nn.Module):
 
 
 @dataclass
-class CrossAttentionOutput:
+class CrossAttentionOutput(InjectorOutput):
     """``logits (B, T, W)``; ``past_key_values`` is a ``CrossAttentionCache`` when ``use_cache``."""
 
-    logits: torch.Tensor
     past_key_values: CrossAttentionCache | None = None
 
 
@@ -216,13 +215,13 @@ class CrossAttentionInjector(Injector):
                                           self.config.unseen_rows)
         context = CrossAttentionContext(self.blocks, keys, values, mask, rows, ff_rows)
         out = llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                  past_key_values=inner, use_cache=use_cache, **{CONTEXT_KEY: context})
+                  use_cache=use_cache, **cache_kwargs(inner), **{CONTEXT_KEY: context})
         if not use_cache:
             return CrossAttentionOutput(out.logits)
         seen = seen + markers.sum(dim=1)  # (B,)
         if past_key_values is None and self.config.media == "last" and slots.shape[1] > 1:
             keys, values, slots, seen = keep_last_image(keys, values, seen, per_image)  # later tokens read no other
-        return CrossAttentionOutput(out.logits, CrossAttentionCache(out.past_key_values, keys, values, slots, seen,
+        return CrossAttentionOutput(out.logits, CrossAttentionCache(output_cache(out), keys, values, slots, seen,
                                                                     per_image))
 
     def blocks_dtype_like(self, input_ids: torch.Tensor) -> torch.Tensor:
