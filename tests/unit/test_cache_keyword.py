@@ -65,8 +65,9 @@ def generate_three(injection: dict, llm: dict | None = None) -> torch.Tensor:
     vlm = tiny_vlm(**overrides).eval()
     proc = vlm.processor()
     images = [torch.rand(3, 8, 8), torch.rand(3, 8, 8)]
-    batch = proc.collate([proc.encode_prompt("<image> <image> what color ?", images),
-                          proc.encode_prompt("<image> is the circle red ?", images[:1])], padding_side="left")
+    examples = [proc.encode_prompt("<image> <image> what color ?", images),
+                proc.encode_prompt("<image> is the circle red ?", images[:1])]
+    batch = proc.collate(examples, padding_side="left")
     return generate_ids(vlm, batch, max_new_tokens=3, eos_token_id=-1)  # (B, G): prefill + 2 cached steps
 
 

@@ -4,18 +4,20 @@ Objects sit in distinct cells of a coarse grid, jittered inside their cell with 
 overlap; a word, when present, lives in a reserved strip at the bottom. Each answer family (``SKILLS``) is balanced
 by drawing the answer first and then building a scene that has it. Record ``i`` of ``generate(cfg, n, seed)``
 depends only on ``(cfg, seed, i)``, so any prefix of a larger set is the smaller set, pixel for pixel.
+The grid geometry (``Layout``, ``layout``, ``cell_name``, the font) lives in ``scene_layout``; importable here too.
 Shapes: each image is ``(H, W) = (image_size, image_size)`` RGB; ``multi`` records carry ``N = 2`` images."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import partial
 from random import Random
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from vlfuse.data.scene_dialogs import add_turns, followups
+from vlfuse.data.scene_layout import COL_NAMES, ROW_NAMES, Layout, cell_name, font, layout, word_width
 
 SKILLS = ("color", "shape", "count", "spatial", "exist", "ocr", "multi", "caption", "position")
 RGB = {  # far apart in RGB so a 1-pixel sample names the colour
@@ -36,7 +38,6 @@ TEMPLATES = {  # every text a record holds; caption items are joined by " , " an
     "caption_item": "a {size} {color} {shape}", "caption_word": "the word is {word} .",
 }  # fmt: skip
 ANSWER_WORDS = ("yes", "no", "left", "right", "above", "below", "first", "second", ",", ".")
-ROW_NAMES, COL_NAMES = ("top", "middle", "bottom"), ("left", "center", "right")  # a grid has 2 or 3 cells a side
 Spec = tuple[str, str]  # (shape, color)
 Pins = dict[int, tuple[int, int, str]]  # spec index -> (row, col, jitter axis)
 Plan = tuple[list[tuple[list[Spec], Pins]], str, str]  # (specs, pins) per image, question, answer
@@ -83,53 +84,13 @@ class ScenesConfig:
             _invalid("word_prob", self.word_prob, need + "; raise image_size, lower max_objects or set word_prob = 0")
         bad = [w for w in self.words if not (w.isascii() and w.isalpha() and w.islower())]
         if self.word_prob > 0 or self.skills.get("ocr", 0) > 0:
-            bad += [w for w in self.words if _word_width(w, word.font_size) > self.image_size]
+            bad += [w for w in self.words if word_width(w, word.font_size) > self.image_size]
         if not self.words or bad:
             _invalid("words", self.words, f"need lower-case a-z words that fit {self.image_size} px (bad: {bad})")
 
 
 def _invalid(name: str, value: Any, need: str) -> None:
     raise ValueError(f"scenes.{name} = {value!r}: {need}")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Pixel geometry for one image size: object sides, the cell grid and the word strip (0 rows when no word)."""
-
-    small: int  # side of a small object
-    large: int  # side of a large object
-    cell: int  # grid pitch: large side + a 1-pixel margin each side
-    cols: int
-    rows: int
-    origin: tuple[int, int]  # (x, y) of the grid's top-left pixel; the grid is centred above the strip
-    font_size: int
-    strip: int  # rows reserved for the word at the bottom
-    cells: int  # rows * cols
-
-
-@lru_cache(maxsize=32)
-def layout(image_size: int, with_word: bool) -> Layout:
-    """The grid for ``image_size`` px, leaving room for a word strip when ``with_word``."""
-    small = max(4, round(image_size / 6))
-    large = max(small + 2, image_size // 4)
-    cell = large + 2
-    font_size = max(7, round(image_size * 10 / 32))  # 10 at 32 px: 8-pixel capitals, the smallest that stay legible
-    ink = _font(font_size).getbbox("ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # (left, top, right, bottom) of all capitals
-    strip = int(ink[3] - ink[1]) + 2 if with_word else 0  # the capitals plus a 1-pixel margin above and below
-    rows, cols = (image_size - strip) // cell, image_size // cell
-    origin = ((image_size - cols * cell) // 2, (image_size - strip - rows * cell) // 2)
-    return Layout(small, large, cell, cols, rows, origin, font_size, strip, rows * cols)
-
-
-@lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)  # Pillow's bundled FreeType font: no system fonts needed
-
-
-def _word_width(word: str, font_size: int) -> int:
-    """Pixels of ink ``word`` takes, drawn upper-case."""
-    left, _, right, _ = _font(font_size).getbbox(word.upper())
-    return int(right - left)
 
 
 @dataclass(frozen=True)
@@ -180,8 +141,8 @@ def render(scene: Scene) -> Image.Image:
         lay = layout(s, True)
         draw.rectangle((0, s - lay.strip, s - 1, s - 1), fill=STRIP)
         draw.fontmode = "1"  # crisp 1-bit glyphs read better than grey antialiasing at 8 pixels
-        ink_left, ink_top, _, _ = _font(lay.font_size).getbbox(text := scene.word.upper())
-        draw.text((scene.word_x - ink_left, s - lay.strip + 1 - ink_top), text, fill=INK, font=_font(lay.font_size))
+        ink_left, ink_top, _, _ = font(lay.font_size).getbbox(text := scene.word.upper())
+        draw.text((scene.word_x - ink_left, s - lay.strip + 1 - ink_top), text, fill=INK, font=font(lay.font_size))
     return image
 
 
@@ -261,12 +222,6 @@ def _plan(rng: Random, cfg: ScenesConfig, skill: str, lay: Layout) -> Plan:
     return [(specs, pins)], TEMPLATES["spatial"].format(color=a[1], shape=a[0], color2=b[1], shape2=b[0]), answer
 
 
-def cell_name(cell: tuple[int, int], lay: Layout) -> str:
-    """``"top left"`` ... ``"bottom right"``: a grid of 2 cells a side uses the outer names only."""
-    rows, cols = (ROW_NAMES[::2] if lay.rows == 2 else ROW_NAMES), (COL_NAMES[::2] if lay.cols == 2 else COL_NAMES)
-    return f"{rows[cell[0]]} {cols[cell[1]]}"
-
-
 def caption(scene: Scene) -> str:
     """Objects left to right (top to bottom within a column), then the word if there is one."""
     objects = sorted(scene.objects, key=lambda o: o.cell[::-1])
@@ -281,7 +236,7 @@ def make_sample(cfg: ScenesConfig, seed: int, i: int) -> Sample:
     word = rng.choice(cfg.words) if skill == "ocr" or (skill != "multi" and rng.random() < cfg.word_prob) else None
     lay = layout(cfg.image_size, word is not None)
     images, question, answer = _plan(rng, cfg, skill, lay)
-    word_x = rng.randint(0, cfg.image_size - _word_width(word, lay.font_size)) if word else 0
+    word_x = rng.randint(0, cfg.image_size - word_width(word, lay.font_size)) if word else 0
     scenes = tuple(Scene(cfg.image_size, _place(rng, cfg, lay, specs, pins), word, word_x) for specs, pins in images)
     answer = word if skill == "ocr" else caption(scenes[0]) if skill == "caption" else answer
     if skill == "position":
