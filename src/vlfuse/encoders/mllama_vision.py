@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from transformers import MllamaVisionConfig, MllamaVisionModel
+from transformers.models.mllama.configuration_mllama import MllamaVisionConfig
+from transformers.models.mllama.modeling_mllama import MllamaVisionModel
 
 from vlfuse.encoders.base import HFTowerWithCLS, VisionEncoder
 from vlfuse.registry import ENCODERS
