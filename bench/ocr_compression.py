@@ -22,7 +22,7 @@ from vlfuse.data.dataset import load_records
 from vlfuse.evaluate import evaluate
 from vlfuse.train.loop import train
 
-DESIGNS = "llava-linear,perceiver-16,avgpool,pixelshuffle,cabstractor,pooled-1,blind"
+DESIGNS = "llava-linear,perceiver-4,avgpool,pixelshuffle,cabstractor,pooled-1,blind"
 
 
 def main() -> None:

@@ -15,7 +15,8 @@ import pytest
 from vlfuse.cli.app import main
 from vlfuse.compare.report import COST_KEYS
 
-TINY = ["stages.0.steps=3", "stages.0.batch_size=4", "data.train_size=24", "data.eval_size=12",
+TINY = ["stages.0.steps=3", "stages.0.batch_size=4", "stages.1.steps=3", "stages.1.batch_size=4",  # both base stages
+        "data.train_size=24", "data.eval_size=12",
         "train.eval_batch_size=12", "train.checkpoint_every=1", "model.encoder.width=32", "model.encoder.depth=1",
         "model.encoder.heads=2", "model.llm.config.hidden_size=32", "model.llm.config.intermediate_size=64",
         "model.llm.config.num_hidden_layers=1", "model.llm.config.num_attention_heads=2",
@@ -42,13 +43,15 @@ def test_results_json_has_every_metric_for_every_design_and_seed(grid):
         for skill, acc in d["accuracy"].items():
             assert 0 <= acc["mean"] <= 1 and acc["std"] >= 0, (name, skill)
         for cell in d["seeds"].values():
-            assert cell["train_samples"] == 3 * 4 and cell["eval_samples"] == 12
+            assert cell["train_samples"] == 2 * 3 * 4 and cell["eval_samples"] == 12
             assert cell["decode_ms_per_token_8img"] > 0 and cell["prefill_ms_1img"] > 0
     d = results["designs"]
-    assert (d["llava-mlp"]["visual_tokens"], d["pooled-1"]["visual_tokens"], d["blind"]["visual_tokens"]) == (25, 1, 0)
+    assert (d["llava-mlp"]["visual_tokens"], d["pooled-1"]["visual_tokens"], d["blind"]["visual_tokens"]) == (9, 1, 0)
     assert d["blind"]["params_added"] == 0 and d["pooled-1"]["params_added"] == d["llava-mlp"]["params_added"]
-    # 8 images of 25 tokens hold 8x the visual K/V of one; the blind control's cache does not grow with images
-    assert d["llava-mlp"]["kv_bytes_8img"]["mean"] > 5 * d["llava-mlp"]["kv_bytes_1img"]["mean"]
+    # 7 more images add 7 x 9 visual tokens of K/V: 2 (K, V) x 1 layer x 2 heads x 16 dims x 4 bytes each;
+    # the blind control's cache does not grow with images
+    grown = d["llava-mlp"]["kv_bytes_8img"]["mean"] - d["llava-mlp"]["kv_bytes_1img"]["mean"]
+    assert grown == 7 * 9 * (2 * 1 * 2 * 16 * 4)
     assert d["blind"]["kv_bytes_8img"] == d["blind"]["kv_bytes_1img"]
     assert results["machine"]["cores"] == os.cpu_count()
 

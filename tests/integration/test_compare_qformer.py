@@ -20,13 +20,13 @@ def compare(out, design: str, extra: list[str]) -> dict:
 @pytest.mark.slow
 def test_qformer_designs_train_and_report(tmp_path):
     plain = compare(tmp_path / "plain", "qformer-no-stage1", [])
-    blip2 = compare(tmp_path / "blip2", "blip2", ["stages.1.steps=3", "stages.1.batch_size=4"])
+    blip2 = compare(tmp_path / "blip2", "blip2", ["stages.2.steps=3", "stages.2.batch_size=4"])
     for row in (plain, blip2):
-        assert row["visual_tokens"] == 16
+        assert row["visual_tokens"] == 4
         cell = row["seeds"]["0"]
         assert cell["params_trained"] == cell["params_total"]  # stage 2 trains everything, as the other rows
         assert 0 <= min(row["accuracy"][s]["mean"] for s in row["accuracy"])
-    assert plain["seeds"]["0"]["train_samples"] == 3 * 4 and blip2["seeds"]["0"]["train_samples"] == 2 * 3 * 4
+    assert plain["seeds"]["0"]["train_samples"] == 2 * 3 * 4 and blip2["seeds"]["0"]["train_samples"] == 3 * 3 * 4
     # stage 1 adds the text path and heads to the Q-Former
     assert blip2["params_added"] > plain["params_added"]
     runs = {name: json.loads((tmp_path / name / "cells" / f"{design}-seed0" / "cell.json").read_text())["run"]

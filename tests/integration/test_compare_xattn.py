@@ -31,7 +31,7 @@ def test_flamingo_and_xattn_train_and_measure_through_compare(tmp_path):
         d = designs[name]
         cell = d["seeds"]["0"]
         assert d["visual_tokens"] == 1  # one <image> marker per image, whatever V is
-        assert cell["train_samples"] == 3 * 4 and cell["decode_ms_per_token_8img"] > 0
+        assert cell["train_samples"] == 2 * 3 * 4 and cell["decode_ms_per_token_8img"] > 0
         assert 0 < d["params_trained"] == d["params_total"]  # everything trains on the random-LLM base
         # the LLM's own KV barely grows with images (7 more markers); media "last" keeps one image's visual K/V
         assert cell["kv_visual_bytes_8img"] == cell["kv_visual_bytes_1img"] > 0
