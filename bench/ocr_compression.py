@@ -33,13 +33,15 @@ def main() -> None:
     parser.add_argument("--out", default="runs/ocr-compression")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    overrides = [f"stages.0.steps={args.steps}", "data.train_size=6000", "data.eval_size=300",
+    base = base_mapping(quick=True)
+    base["stages"] = [{**base["stages"][-1], "steps": args.steps}]  # one stage of ocr alone: no 1-2 object warm-up
+    overrides = ["data.train_size=6000", "data.eval_size=300",
                  "data.scenes.extra_turns=0", f"train.threads={args.threads}"]
-    overrides += [f"data.scenes.skills.{s}=0" for s in ("color", "shape", "count", "spatial", "exist")]
+    overrides += [f"data.scenes.skills.{s}=0" for s in ("color", "shape", "count", "spatial", "exist", "position")]
     rows = []
     for name in args.designs.split(","):
         design = load_design(name)
-        run = design_run(design, base_mapping(quick=True), seed=0, device="cpu", overrides=overrides)
+        run = design_run(design, base, seed=0, device="cpu", overrides=overrides)
         out = Path(args.out) / name
         model = train(run, out, resume=(out / "checkpoints").is_dir(), show_progress=False)
         result = evaluate(model, load_records(run.data, "eval"))
