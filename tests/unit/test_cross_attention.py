@@ -61,6 +61,22 @@ def test_fresh_model_logits_equal_the_llm_exactly(llm, every):
     assert not torch.allclose(logits(model, batch), ref)
 
 
+def test_gate_init_starts_every_gate_open_and_survives_save_and_load(tmp_path):
+    from vlfuse.model import VLM
+
+    model = xattn_vlm(gate_init=0.5, every=2)
+    gates = [g for b in model.injector.blocks for g in (b.attn_gate, b.ff_gate)]
+    assert len(gates) == 2 * len(model.injector.blocks) > 0 and all(torch.equal(g, torch.full_like(g, 0.5))
+                                                                    for g in gates)
+    _, batch = batch_of(model, ["<image> what color is the circle ?"])
+    model.save_pretrained(str(tmp_path / "m"))
+    back = VLM.from_pretrained(str(tmp_path / "m")).eval()
+    assert torch.equal(logits(back, batch), logits(model, batch))
+    closed = xattn_vlm(every=2)
+    closed.load_state_dict(model.state_dict())
+    assert torch.equal(logits(closed, batch), logits(model, batch))  # the start is only an init: weights rule
+
+
 def test_layers_are_wrapped_with_their_state_dict_keys_kept():
     plain = tiny_vlm()
     model = xattn_vlm(every=2)

@@ -63,6 +63,7 @@ class CrossAttentionConfig:
     norm_eps: float = 1e-5
     qk_norm: bool = False  # RMSNorm on each head's q and k (Llama 3.2 Vision; IDEFICS qk_layer_norms)
     gate: Literal["scalar", "vector"] = "scalar"  # one tanh gate per block, or one per channel (IDEFICS "vector")
+    gate_init: float = 0.0  # the gates' start: 0 keeps a pretrained LLM's logits (Flamingo); a random LLM has none
     ff_text_rows: bool = True  # the FFW acts on rows that see no image too (Flamingo); false zeroes it (Llama 3.2)
     unseen_rows: Literal["zero", "all_images"] = "zero"  # a row that sees no image: zero cross-attention output,
     #                                                     or read all its sample's images (transformers' Mllama)
@@ -173,6 +174,11 @@ class CrossAttentionInjector(Injector):
         shape = block_shape(config, llm)
         self.media_dim = shape.media_dim  # the VLM builds its connector with this out_dim
         self.blocks = nn.ModuleList(GatedCrossAttentionBlock(shape, config.ff_text_rows) for _ in self.positions)
+        if config.gate_init:
+            with torch.no_grad():
+                for block in self.blocks:
+                    block.attn_gate.fill_(config.gate_init)
+                    block.ff_gate.fill_(config.gate_init)
         for j, i in enumerate(self.positions):
             if isinstance(layers[i], FusedDecoderLayer):
                 raise ValueError(f"decoder layer {i} already has a cross-attention block; build the injection "
