@@ -32,5 +32,5 @@ def test_qformer_designs_train_and_report(tmp_path):
     runs = {name: json.loads((tmp_path / name / "cells" / f"{design}-seed0" / "cell.json").read_text())["run"]
             for name, design in (("plain", "qformer-no-stage1"), ("blip2", "blip2"))}
     assert [(s["name"], s["objective"], s["policy"].get("llm", "train")) for s in runs["blip2"]["stages"]] == [
-        ("pretrain", "blip2", "freeze"), ("instruct", "lm", "train")]
-    assert [s["policy"].get("llm", "train") for s in runs["plain"]["stages"]] == ["train"]
+        ("pretrain", "blip2", "freeze"), ("warm", "lm", "train"), ("instruct", "lm", "train")]
+    assert [s["policy"].get("llm", "train") for s in runs["plain"]["stages"]] == ["train", "train"]
