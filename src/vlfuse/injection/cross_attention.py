@@ -173,12 +173,8 @@ class CrossAttentionInjector(Injector):
         self.positions = block_positions(config, len(layers))
         shape = block_shape(config, llm)
         self.media_dim = shape.media_dim  # the VLM builds its connector with this out_dim
-        self.blocks = nn.ModuleList(GatedCrossAttentionBlock(shape, config.ff_text_rows) for _ in self.positions)
-        if config.gate_init:
-            with torch.no_grad():
-                for block in self.blocks:
-                    block.attn_gate.fill_(config.gate_init)
-                    block.ff_gate.fill_(config.gate_init)
+        self.blocks = nn.ModuleList(GatedCrossAttentionBlock(shape, config.ff_text_rows, config.gate_init)
+                                    for _ in self.positions)
         for j, i in enumerate(self.positions):
             if isinstance(layers[i], FusedDecoderLayer):
                 raise ValueError(f"decoder layer {i} already has a cross-attention block; build the injection "

@@ -98,12 +98,13 @@ class CrossAttention(nn.Module):
 
 
 class GatedCrossAttentionBlock(nn.Module):
-    """``x += tanh(a_attn) * XAttn(norm(x))``, then ``x += tanh(a_ff) * FFW(norm(x))``; gates start at zero.
+    """``x += tanh(a_attn) * XAttn(norm(x))``, then ``x += tanh(a_ff) * FFW(norm(x))``; gates start at ``gate_init``.
 
     Args:
         shape: a ``BlockShape``.
         ff_text_rows: apply the FFW also to rows that see no image (Flamingo, IDEFICS); False zeroes it there
             (Llama 3.2 Vision).
+        gate_init: the gates' starting value; 0 (Flamingo) makes the block the identity at initialisation.
 
     Example:
         >>> s = BlockShape(32, 32, 2, 2, 16, 128, "gelu", "layernorm", 1e-5, False, "scalar")
@@ -113,7 +114,7 @@ class GatedCrossAttentionBlock(nn.Module):
         torch.Size([1, 5, 32])
     """
 
-    def __init__(self, shape: BlockShape, ff_text_rows: bool = True) -> None:
+    def __init__(self, shape: BlockShape, ff_text_rows: bool = True, gate_init: float = 0.0) -> None:
         super().__init__()
         self.ff_text_rows = ff_text_rows
         self.attn_norm = make_norm(shape.norm, shape.dim, shape.norm_eps)
@@ -121,8 +122,8 @@ class GatedCrossAttentionBlock(nn.Module):
         self.ff_norm = make_norm(shape.norm, shape.dim, shape.norm_eps)
         self.ff = FeedForward(shape.dim, shape.ff_hidden, gated=shape.ff == "swiglu")
         gate_shape = (shape.dim,) if shape.gate == "vector" else (1,)
-        self.attn_gate = nn.Parameter(torch.zeros(gate_shape))  # tanh(0) = 0: the block starts as the identity
-        self.ff_gate = nn.Parameter(torch.zeros(gate_shape))
+        self.attn_gate = nn.Parameter(torch.full(gate_shape, gate_init))  # tanh(0) = 0: 0 starts as the identity
+        self.ff_gate = nn.Parameter(torch.full(gate_shape, gate_init))
 
     def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
                 rows: torch.Tensor, ff_rows: torch.Tensor | None = None) -> torch.Tensor:
