@@ -3,21 +3,21 @@
     python docs/recipe-probes/s5_by_objects.py RUN [N] [SKILL]   # SKILL: also print each question of that skill
 """
 
-import json
 import sys
 from collections import defaultdict
 
 import torch
 
-from vlfuse.data.scenes import ScenesConfig, generate, make_sample
+from vlfuse.config import load_config
+from vlfuse.data.scenes import generate, make_sample
 from vlfuse.evaluate import evaluate
 from vlfuse.model import VLM
+from vlfuse.train.config import RunConfig
 
 torch.set_num_threads(1)
 run_dir, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 400
-scenes = json.load(open(f"{run_dir}/run.json"))["data"]["scenes"]
-cfg = ScenesConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in scenes.items()})
-seed = json.load(open(f"{run_dir}/run.json"))["data"]["eval_seed"]
+run = load_config(RunConfig, f"{run_dir}/run.json")
+cfg, seed = run.data.scenes, run.data.eval_seed  # the run's own held-out scenes
 result = evaluate(VLM.from_pretrained(f"{run_dir}/model"), generate(cfg, n, seed), 100, keep_predictions=True)
 table: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
 for i, p in enumerate(result["predictions"]):

@@ -1,31 +1,22 @@
 """Probe (session 5): milliseconds per training step of a run config, one torch thread, 20 steps after 5 warm-up
 steps, with the data and the vision forward timed apart.
 
-    python docs/recipe-probes/s5_step_time.py src/vlfuse/presets/compare/quick.yaml [key=value ...]
+    python docs/recipe-probes/s5_step_time.py CONFIG.yaml [key=value ...]   # overrides as in --set
 """
 
 import sys
 import time
 
 import torch
-import yaml
 
-from vlfuse.config import from_dict
+from vlfuse.config import load_config
 from vlfuse.data.dataset import EncodedDataset, load_records
 from vlfuse.objectives.stage import objective
 from vlfuse.train.config import RunConfig
 from vlfuse.train.loop import build_model
 
 torch.set_num_threads(1)
-raw = yaml.safe_load(open(sys.argv[1]))
-for item in sys.argv[2:]:  # dotted overrides, list indices included: stages.0.steps=3
-    key, value = item.split("=", 1)
-    node, parts = raw, key.split(".")
-    for p in parts[:-1]:
-        node = node[int(p)] if isinstance(node, list) else node[p]
-    node[parts[-1]] = yaml.safe_load(value)
-raw["data"]["train_size"] = 640
-run = from_dict(RunConfig, raw)
+run = load_config(RunConfig, sys.argv[1], [*sys.argv[2:], "data.train_size=640"])  # dotted overrides, as --set
 records = load_records(run.data, "train")
 model = build_model(run, records).train()
 goal = objective("lm")
@@ -47,5 +38,6 @@ for i in range(25):
     opt.step()
     opt.zero_grad()
 step = (time.perf_counter() - t0) / 20
-print(f"tokens per sample (padded) {batch['input_ids'].shape[1]}; step {step * 1000:.0f} ms ({32 / step:.0f} samples/s), "
+print(f"tokens per sample (padded) {batch['input_ids'].shape[1]}; "
+      f"step {step * 1000:.0f} ms ({32 / step:.0f} samples/s), "
       f"of which data {data_s / 20 * 1000:.0f} ms and a vision forward {vision_s / 20 * 1000:.0f} ms")
