@@ -5,7 +5,7 @@ from __future__ import annotations
 from vlfuse.cli.common import preset_path
 from vlfuse.compare.designs import base_mapping, design_run, load_design
 from vlfuse.config import load_config, to_dict
-from vlfuse.data.scenes import ScenesConfig, layout
+from vlfuse.data.scenes import layout
 from vlfuse.train.config import RunConfig
 
 
@@ -22,10 +22,9 @@ def test_quick_base_puts_one_grid_cell_in_each_patch():
     size, patch = run.model.encoder.image_size, run.model.encoder.patch_size
     lay = layout(size, False)
     assert size == run.data.scenes.image_size and (lay.rows, lay.cols) == (size // patch,) * 2
-    cfg = ScenesConfig(image_size=size, sizes=("large",))
     for r in range(lay.rows):
         for c in range(lay.cols):  # a large object's box (1 px inside its cell) lies inside patch (r, c)
             x0 = lay.origin[0] + c * lay.cell + 1
             y0 = lay.origin[1] + r * lay.cell + 1
             x1, y1 = x0 + lay.large - 1, y0 + lay.large - 1
-            assert (x0 // patch, x1 // patch, y0 // patch, y1 // patch) == (c, c, r, r), (r, c, cfg.image_size)
+            assert (x0 // patch, x1 // patch, y0 // patch, y1 // patch) == (c, c, r, r), (r, c, size)
