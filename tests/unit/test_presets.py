@@ -1,4 +1,4 @@
-"""The shipped presets agree with each other: the default recipe is the compare base's llava-linear row."""
+"""The shipped presets agree with each other: the default recipe is the compare base's llava-mlp row."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from vlfuse.train.config import RunConfig
 
 def test_default_recipe_is_the_quick_base_with_the_llava_mlp_design():
     default = to_dict(load_config(RunConfig, preset_path("llava"), []))
-    row = to_dict(design_run(load_design("llava-linear"), base_mapping(True), seed=0, device="auto"))
+    row = to_dict(design_run(load_design("llava-mlp"), base_mapping(True), seed=0, device="auto"))
     for stage in default["stages"] + row["stages"]:  # a policy lists what it freezes; an unlisted part trains
         stage["policy"] = {k: v for k, v in stage["policy"].items() if v != "train"}
     assert default == row
