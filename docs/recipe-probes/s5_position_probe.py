@@ -1,9 +1,11 @@
-"""Probe (session 5): can a linear classifier read a lone object's row / column from a trained model's visual
-tokens (at the LLM input)? Trains on 3/4 of ~1500 one-object scenes, reports accuracy on the rest.
+"""Probe (session 5; the object's-own-token case from session 6): can a linear classifier read a lone object's
+row / column from a trained model's visual tokens (at the LLM input)? Trains on 3/4 of ~1500 one-object scenes,
+reports accuracy on the rest.
 
     python docs/recipe-probes/s5_position_probe.py RUN/model
 """
 
+import math
 import sys
 
 import torch
@@ -27,8 +29,11 @@ for i in range(3000):
         cols.append(scene.objects[0].cell[1])
 with torch.no_grad():
     tokens = model.encode_images(torch.stack(images))  # (n, V, Dt)
+grid = math.isqrt(tokens.shape[1])
+own = tokens[torch.arange(len(rows)), torch.tensor(rows) * grid + torch.tensor(cols)]  # (n, Dt) the object's patch
 for name, labels in (("row", torch.tensor(rows)), ("column", torch.tensor(cols))):
-    for kind, feats in (("all tokens", tokens.flatten(1)), ("mean of the tokens", tokens.mean(1))):
+    kinds = (("all tokens", tokens.flatten(1)), ("mean of the tokens", tokens.mean(1)), ("the object's own token", own))
+    for kind, feats in kinds:  # session 6 added the object's own token (a grid of one object per patch)
         n = len(labels)
         train, test = slice(0, n * 3 // 4), slice(n * 3 // 4, n)
         z = (feats - feats[train].mean(0)) / (feats[train].std(0) + 1e-6)
