@@ -7,6 +7,7 @@ visual tokens and the share on the asked object's token alone (1/9 of the first 
     python docs/recipe-probes/s6_attention.py RUN/model
 """
 
+import math
 import sys
 
 import torch
@@ -37,7 +38,7 @@ for i, record in enumerate(generate(cfg, 300, 3)):
         embeds = model.injector.merge(embeds, image, model.encode_images(batch["pixel_values"]))
         out = model.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_attentions=True)
     patches = image[0].nonzero().squeeze(-1)  # (9,) sequence positions of the visual tokens, row-major
-    grid = int(len(patches) ** 0.5)
+    grid = math.isqrt(len(patches))
     target = patches[asked[0].cell[0] * grid + asked[0].cell[1]]
     for layer, att in enumerate(out.attentions):  # (1, H, S, S)
         last = att[0, :, -1]  # (H, S)

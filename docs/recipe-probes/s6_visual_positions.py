@@ -2,7 +2,8 @@
 advancing by ``POS_STEP`` (default 0: an image's tokens share one RoPE position) instead of 1. Text positions
 still advance by 1. Tests whether RoPE's distance terms blur which visual token a question looks up.
 
-    POS_STEP=0 python docs/recipe-probes/s6_visual_positions.py train --config llava --out DIR
+    POS_STEP=0 python docs/recipe-probes/s6_visual_positions.py train --config docs/recipe-probes/s6-base.yaml \
+        --set train.threads=1 --out DIR
 """
 
 import os
@@ -21,8 +22,7 @@ def positions(self: VLM, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.T
     """(B, S) float positions: +1 per real text token and per image's first token, +STEP per later image token."""
     img = input_ids == self.injector.image_token_id  # (B, S)
     later = img & torch.cat([img.new_zeros(img.shape[0], 1), img[:, :-1]], dim=1)  # image token after an image token
-    inc = mask.float() * torch.where(later, torch.full_like(mask, STEP, dtype=torch.float), torch.ones_like(mask,
-                                                                                                        dtype=torch.float))
+    inc = mask.float() * torch.where(later, STEP, 1.0)  # (B, S)
     return (inc.cumsum(-1) - 1).clamp(min=0)  # (B, S)
 
 
