@@ -19,7 +19,7 @@ from vlfuse.config import component
 from vlfuse.connectors.base import Connector
 from vlfuse.data.collate import Processor
 from vlfuse.data.tokenizer import TokenizerConfig, load_tokenizer
-from vlfuse.data.transforms import ImageTransform
+from vlfuse.data.transforms import ImageConfig, ImageTransform
 from vlfuse.encoders.base import VisionEncoder
 from vlfuse.injection.base import Injector
 from vlfuse.llm import LLMConfig, build_llm, hidden_size, max_positions
@@ -36,6 +36,7 @@ class VLMConfig:
     injection: Any = component("INJECTIONS", "concat")
     llm: LLMConfig = field(default_factory=LLMConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)  # aspect-ratio handling of the processor
 
 
 @dataclass

@@ -6,11 +6,21 @@ Shapes: ``C`` channels, ``H W`` pixels.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """How an image of any aspect ratio becomes the encoder's square input (saved with the model)."""
+
+    # pad: to a square with the mean colour, then resize (LLaVA-1.5); crop: short side to size, centre crop
+    # (CLIP's processor); stretch: resize both sides, ignoring the aspect ratio
+    resize: Literal["pad", "crop", "stretch"] = "pad"
 
 
 class ImageTransform:
