@@ -129,9 +129,13 @@ def _tuplify(x: Any) -> Any:
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                     state: dict[str, Any]) -> Path:
-    """Write ``run_dir/checkpoints/step-XXXXXXX`` atomically and point ``run_dir/checkpoints/latest`` at it."""
+    """Write ``run_dir/checkpoints/step-XXXXXXX`` atomically and point ``run_dir/checkpoints/latest`` at it.
+
+    The name counts optimizer steps over the whole run (``state['global_step']``), so every stage's checkpoints
+    have names of their own and sort in training order.
+    """
     ckpt_root = Path(run_dir) / "checkpoints"
-    name = f"step-{state['step']:07d}"
+    name = f"step-{state['global_step']:07d}"
 
     def write(tmp: Path) -> None:
         save_model(model, str(tmp / "model.safetensors"))
@@ -146,13 +150,66 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.opti
     return path
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
-    pointer = Path(run_dir) / "checkpoints" / "latest"
-    if not pointer.is_file():
+CHECKPOINT_FILES = ("state.json", "model.safetensors", "trainer.pt")  # a checkpoint is complete with all three
+
+
+def checkpoint_state(path: Path) -> dict[str, Any] | None:
+    """The loop state saved in checkpoint ``path``, or None if ``path`` is not a complete checkpoint."""
+    if not all((path / f).is_file() for f in CHECKPOINT_FILES):
         return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if (path / "state.json").is_file() else None
+    try:
+        state = json.loads((path / "state.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return state if isinstance(state, dict) and isinstance(state.get("global_step"), int) else None
+
+
+def find_checkpoint(run_dir: str | Path) -> tuple[Path | None, str]:
+    """The checkpoint to resume from, and a note (empty when ``latest`` was right) saying how it was found.
+
+    ``checkpoints/latest`` names it; when that file is missing or names no complete checkpoint (a run killed
+    while saving), the newest complete ``step-*`` folder by global step is taken instead.
+    """
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / "latest"
+    named = pointer.read_text().strip() if pointer.is_file() else ""
+    if named and checkpoint_state(root / named) is not None:
+        return root / named, ""
+    found = [(state["global_step"], p) for p in root.glob("step-*") if (state := checkpoint_state(p)) is not None]
+    problem = (f"{pointer} names {named!r}, which is not a complete checkpoint" if named
+               else f"{pointer} is missing" if found else "")
+    if not found:
+        return None, problem
+    step, path = max(found)
+    return path, f"{problem}; using the newest complete checkpoint {path.name} (global step {step})"
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run (see ``find_checkpoint``), or None."""
+    return find_checkpoint(run_dir)[0]
+
+
+def remove_partial_writes(run_dir: str | Path) -> list[str]:
+    """Delete what an interrupted ``atomic_dir`` left in a run folder; returns the removed names.
+
+    A ``.NAME.tmp-PID`` folder is a write that never finished. A ``.NAME.old-PID`` folder is the previous
+    ``NAME``, moved aside just before its replacement was renamed in: if ``NAME`` is gone (killed between the
+    two renames) it is moved back, otherwise it is removed.
+    """
+    out = Path(run_dir)
+    removed = []
+    for folder in (out, out / "checkpoints", out / "stages"):
+        for p in sorted(folder.glob(".*.tmp*")) + sorted(folder.glob(".*.old-*")):
+            target = folder / p.name[1:].rsplit(".old-", 1)[0]
+            if ".old-" in p.name and p.is_dir() and not target.exists():
+                os.replace(p, target)  # the only copy of NAME: put it back
+                continue
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(str(p.relative_to(out)))
+    return removed
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

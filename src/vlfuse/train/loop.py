@@ -3,6 +3,10 @@
 Exact resume rests on three things: checkpoints hold model, optimizer, scheduler and every RNG; the data order
 is a pure function of ``(seed, stage, step)`` (``EncodedDataset.batch``); and ``metrics.jsonl`` is cut back to
 the checkpoint's step. SIGINT / SIGTERM finish the current step, write a checkpoint and stop.
+
+Nothing non-finite is kept: a step whose loss or gradient norm is NaN / inf stops the run before
+``opt.step()`` (``NonFiniteError``), and no checkpoint, ``stages/NAME/`` or ``model/`` is written from weights
+that are not finite, so the newest checkpoint is always the last good state and ``--resume`` continues from it.
 Shapes: ``B`` micro-batch, ``S`` sequence length.
 """
 
@@ -21,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlfuse.config import to_dict
 from vlfuse.data.dataset import EncodedDataset, load_records, record_words
 from vlfuse.model import VLM
 from vlfuse.objectives.stage import objective
@@ -29,6 +32,7 @@ from vlfuse.train.checkpoint import latest_checkpoint, load_checkpoint, save_che
 from vlfuse.train.config import RunConfig, StageConfig
 from vlfuse.train.policy import apply_policy, has_lora, merge_lora
 from vlfuse.train.progress import MetricsWriter, ProgressReporter
+from vlfuse.train.resume import open_run
 
 
 class TrainingInterrupted(RuntimeError):
@@ -37,6 +41,21 @@ class TrainingInterrupted(RuntimeError):
     def __init__(self, signum: int, path: Path) -> None:
         super().__init__(f"stopped by signal {signum}; checkpoint saved to {path}; continue with --resume")
         self.signum, self.path = signum, path
+
+
+class NonFiniteError(ValueError):
+    """A step's loss, gradient or weights were NaN / inf; the run stopped and kept only finite checkpoints."""
+
+    def __init__(self, what: str, stage: str, step: int, global_step: int, out: Path, fp16: bool) -> None:
+        ckpt = latest_checkpoint(out)
+        resume = (f"--resume continues from checkpoint {ckpt}" if ckpt is not None
+                  else "no checkpoint was saved yet, so run again without --resume")
+        hint = (" (float16 weights train without an fp32 master copy or loss scaling and overflow: use "
+                "model.llm.dtype=float32 or bfloat16)" if fp16 else "")
+        super().__init__(f"stage {stage!r} step {step} (global step {global_step}): {what}; stopped before "
+                         f"saving anything from it. Lower the stage's lr, train in fp32{hint} or check the data; "
+                         f"{resume}")
+        self.what, self.stage, self.step, self.global_step, self.checkpoint = what, stage, step, global_step, ckpt
 
 
 class _SignalGuard:
@@ -115,15 +134,11 @@ def train(run: RunConfig, out_dir: str | Path, resume: bool = False, stop_after:
     would; ``resume`` continues from the newest checkpoint.
     """
     out = Path(out_dir)
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None and not resume:
-        raise ValueError(f"{str(out)!r} already holds a run (checkpoint {ckpt.name}); pass --resume to continue it "
-                         "or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    reporter = ProgressReporter(show_progress, run.train.log_every)
+    ckpt = open_run(run, out, resume, reporter.message)
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
     seed_everything(run.train.seed)
-    (out / "run.json").write_text(json.dumps(to_dict(run), indent=2))
     records = load_records(run.data, "train")
     model = build_model(run, records)
     device = resolve_device(run.train.device)
@@ -133,7 +148,6 @@ def train(run: RunConfig, out_dir: str | Path, resume: bool = False, stop_after:
         state = json.loads((ckpt / "state.json").read_text())
     metrics = MetricsWriter(out / "metrics.jsonl")
     metrics.truncate(state["global_step"])
-    reporter = ProgressReporter(show_progress, run.train.log_every)
     with _SignalGuard() as guard:
         for si in range(len(run.stages)):
             if si < state["stage"]:
@@ -147,7 +161,9 @@ def train(run: RunConfig, out_dir: str | Path, resume: bool = False, stop_after:
             if has_lora(model):
                 merge_lora(model)
             if si < len(run.stages) - 1 and not (out / "stages" / stage.name / "config.json").is_file():
+                _check_weights(model, stage.name, state, out)
                 model.save_pretrained(str(out / "stages" / stage.name))  # each stage's model, e.g. for eval
+    _check_weights(model, run.stages[-1].name, state, out)
     model.save_pretrained(str(out / "model"))
     return model.eval()
 
@@ -176,7 +192,13 @@ def _run_stage(run: RunConfig, si: int, model: VLM, records: list[dict[str, Any]
     try:
         for step in range(start, stage.steps):
             t0 = time.perf_counter()
-            loss, parts = _step(model, goal.loss, opt, stream, stage, device, bf16, params)
+            loss, parts, norm = _step(model, goal.loss, stream, stage, device, bf16, params)
+            bad = [f"the {k} is {v}" for k, v in (("loss", loss), ("gradient norm", norm)) if not math.isfinite(v)]
+            if bad:
+                raise NonFiniteError(" and ".join(bad), stage.name, step + 1, state["global_step"] + 1, out,
+                                     any(p.dtype == torch.float16 for p in params))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
             sched.step()
             state.update(stage=si, step=step + 1, global_step=state["global_step"] + 1)
             sps = stage.batch_size * stage.grad_accum / (time.perf_counter() - t0)
@@ -187,6 +209,7 @@ def _run_stage(run: RunConfig, si: int, model: VLM, records: list[dict[str, Any]
             g = state["global_step"]
             stopping = bool(guard.signum) or (stop_after is not None and g >= stop_after)
             if stopping or g % run.train.checkpoint_every == 0 or step + 1 == stage.steps:
+                _check_weights(model, stage.name, state, out)
                 path = save_checkpoint(out, model, opt, sched, dict(state, stage_name=stage.name))
                 _prune(out, run.train.keep_checkpoints)
             if guard.signum:
@@ -198,10 +221,11 @@ def _run_stage(run: RunConfig, si: int, model: VLM, records: list[dict[str, Any]
     return True
 
 
-def _step(model: VLM, loss_fn: Callable[[VLM, dict[str, torch.Tensor]], dict[str, torch.Tensor]],
-          opt: torch.optim.Optimizer, stream: Any, stage: StageConfig, device: torch.device, bf16: bool,
-          params: list[torch.nn.Parameter]) -> tuple[float, dict[str, float]]:
-    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss and its named terms."""
+def _step(model: VLM, loss_fn: Callable[[VLM, dict[str, torch.Tensor]], dict[str, torch.Tensor]], stream: Any,
+          stage: StageConfig, device: torch.device, bf16: bool,
+          params: list[torch.nn.Parameter]) -> tuple[float, dict[str, float], float]:
+    """Gradients of one optimizer step over ``grad_accum`` micro-batches, clipped; returns the mean loss, its
+    named terms and the total gradient norm before clipping (the caller checks them, then steps)."""
     total, parts = 0.0, {}
     for _ in range(stage.grad_accum):
         batch = {k: v.to(device, non_blocking=True) for k, v in next(stream).items()}
@@ -213,19 +237,29 @@ def _step(model: VLM, loss_fn: Callable[[VLM, dict[str, torch.Tensor]], dict[str
         for name, term in terms.items():
             parts[name] = parts.get(name, 0.0) + float(term.detach()) / stage.grad_accum
     if stage.clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, stage.clip)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    return total, parts
+        norm = torch.nn.utils.clip_grad_norm_(params, stage.clip)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    return total, parts, float(norm)
+
+
+def _check_weights(model: VLM, stage: str, state: dict[str, Any], out: Path) -> None:
+    """Raise ``NonFiniteError`` before anything is saved from weights that hold a NaN / inf."""
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise NonFiniteError(f"the weights are not finite after the optimizer step (first: {name!r})", stage,
+                                 state["step"], state["global_step"], out, p.dtype == torch.float16)
 
 
 def _prune(out: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints (never the one ``latest`` points at)."""
+    """Delete all but the newest ``keep`` checkpoints by global step (never the one ``latest`` points at, which is
+    the newest: only finite states are saved)."""
     import shutil
 
     root = out / "checkpoints"
     latest = (root / "latest").read_text().strip()
-    ckpts = sorted(p for p in root.glob("step-*") if p.is_dir())
+    ckpts = sorted((p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit()),
+                   key=lambda p: int(p.name[5:]))
     for p in ckpts[: max(len(ckpts) - max(keep, 1), 0)]:
         if p.name != latest:
             shutil.rmtree(p, ignore_errors=True)
