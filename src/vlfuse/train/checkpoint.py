@@ -190,26 +190,27 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def remove_partial_writes(run_dir: str | Path) -> list[str]:
-    """Delete what an interrupted ``atomic_dir`` left in a run folder; returns the removed names.
+    """Clean up what an interrupted ``atomic_dir`` left in a run folder; returns what was done, one phrase each.
 
-    A ``.NAME.tmp-PID`` folder is a write that never finished. A ``.NAME.old-PID`` folder is the previous
+    A ``.NAME.tmp-PID`` folder is a write that never finished: removed. A ``.NAME.old-PID`` folder is the previous
     ``NAME``, moved aside just before its replacement was renamed in: if ``NAME`` is gone (killed between the
-    two renames) it is moved back, otherwise it is removed.
+    two renames) it is the only copy and is moved back, otherwise it is removed.
     """
     out = Path(run_dir)
-    removed = []
+    done = []
     for folder in (out, out / "checkpoints", out / "stages"):
         for p in sorted(folder.glob(".*.tmp*")) + sorted(folder.glob(".*.old-*")):
             target = folder / p.name[1:].rsplit(".old-", 1)[0]
             if ".old-" in p.name and p.is_dir() and not target.exists():
-                os.replace(p, target)  # the only copy of NAME: put it back
+                os.replace(p, target)
+                done.append(f"restored {target.relative_to(out)} from {p.name}")
                 continue
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
-            removed.append(str(p.relative_to(out)))
-    return removed
+            done.append(f"removed {p.relative_to(out)}")
+    return done
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

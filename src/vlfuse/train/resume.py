@@ -52,9 +52,9 @@ def open_run(run: RunConfig, out: Path, resume: bool, say: Callable[[str], None]
         ValueError: ``out`` holds a run (a checkpoint or ``model/``) and ``resume`` is False; or ``resume`` with a
             config that differs from the saved ``run.json``.
     """
-    removed = remove_partial_writes(out) if out.is_dir() else []
-    if removed:
-        say(f"removed {len(removed)} half-written folder(s) left by an interrupted save: {', '.join(removed)}")
+    cleaned = remove_partial_writes(out) if out.is_dir() else []
+    if cleaned:
+        say(f"cleaned up after an interrupted save: {', '.join(cleaned)}")
     ckpt, note = find_checkpoint(out)
     if not resume:
         held = f"checkpoint {ckpt.name}" if ckpt is not None else "model/" if (out / "model").is_dir() else ""
