@@ -53,7 +53,7 @@ def test_a_nan_step_stops_keeps_the_last_good_checkpoint_and_resume_finishes(tmp
     poison_step(monkeypatch, 5)
     assert main(["train", "--config", cfg, "--out", str(out), "--no-eval"]) == 2
     err = capsys.readouterr().err
-    assert "stage 't' step 5 (global step 5): the loss is nan" in err and "Lower the stage's lr" in err
+    assert "stage 't' step 5 (global step 5): the loss is nan" in err and "lower the learning rate (stages.0.lr)" in err
     assert f"--resume continues from checkpoint {out / 'checkpoints' / 'step-0000004'}" in err
     assert len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-0000004"]  # pruning kept it
@@ -77,7 +77,7 @@ def test_fp16_weights_on_cpu_stop_with_the_message_and_save_nothing(tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2
     assert "step 1 (global step 1): the weights are not finite" in err and "model.llm.dtype=float32" in err
-    assert "no checkpoint was saved yet" in err
+    assert "no checkpoint was saved yet: run again without --resume" in err
     assert latest_checkpoint(out) is None and not (out / "model").exists()
 
 
@@ -90,6 +90,34 @@ def test_a_nan_in_a_later_stage_writes_no_model(tmp_path, monkeypatch):
     assert info.value.checkpoint.name == "step-0000002"  # the end of stage a
     assert (tmp_path / "stages" / "a" / "config.json").is_file()  # stage a finished before the NaN
     assert not (tmp_path / "model").exists() and not (tmp_path / "checkpoints" / "step-0000004").exists()
+
+
+class _InfGrad(torch.autograd.Function):
+    """Identity forward, infinite gradient backward: a finite loss whose gradient overflows."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+@pytest.mark.parametrize("clip", [1.0, 0.0])  # the norm from clipping, and computed without clipping
+def test_an_infinite_gradient_with_a_finite_loss_stops_the_run(tmp_path, monkeypatch, clip):
+    real = loop.objective
+
+    def overflowing(name):
+        goal = real(name)
+        return Objective(goal.processor, lambda m, b: {k: _InfGrad.apply(v) for k, v in goal.loss(m, b).items()})
+
+    monkeypatch.setattr(loop, "objective", overflowing)
+    run = tiny_run([{"name": "t", "steps": 2, "batch_size": 2, "clip": clip}])
+    with pytest.raises(NonFiniteError, match=r"step 1 \(global step 1\): the gradient norm is (inf|nan);") as info:
+        train(run, tmp_path, show_progress=False)
+    assert "loss" not in info.value.what and info.value.checkpoint is None
+    assert latest_checkpoint(tmp_path) is None and not (tmp_path / "model").exists()
 
 
 def test_two_stages_checkpoints_do_not_overwrite_each_other(tmp_path):
@@ -122,7 +150,7 @@ def test_a_dangling_latest_and_half_written_saves_are_recovered_from_disk(tmp_pa
             "restored checkpoints/step-0000004 from .step-0000004.old-998") in said
     assert "names 'step-0000005', which is not a complete checkpoint; using the newest complete checkpoint " \
            "step-0000004 (global step 4)" in said
-    assert "stage 'b', step 2, global step 4" in said
+    assert "stage 'b', step 2 of 3, global step 4" in said
     assert not list(cut.glob(".*")) and not list(root.glob(".*"))
     assert losses(cut) == losses(tmp_path / "full")
 

@@ -44,18 +44,21 @@ class TrainingInterrupted(RuntimeError):
 
 
 class NonFiniteError(ValueError):
-    """A step's loss, gradient or weights were NaN / inf; the run stopped and kept only finite checkpoints."""
+    """A step's loss, gradient norm or weights were NaN / inf; the run stopped before saving anything from it.
 
-    def __init__(self, what: str, stage: str, step: int, global_step: int, out: Path, fp16: bool) -> None:
-        ckpt = latest_checkpoint(out)
-        resume = (f"--resume continues from checkpoint {ckpt}" if ckpt is not None
-                  else "no checkpoint was saved yet, so run again without --resume")
-        hint = (" (float16 weights train without an fp32 master copy or loss scaling and overflow: use "
-                "model.llm.dtype=float32 or bfloat16)" if fp16 else "")
-        super().__init__(f"stage {stage!r} step {step} (global step {global_step}): {what}; stopped before "
-                         f"saving anything from it. Lower the stage's lr, train in fp32{hint} or check the data; "
-                         f"{resume}")
-        self.what, self.stage, self.step, self.global_step, self.checkpoint = what, stage, step, global_step, ckpt
+    ``checkpoint`` is the newest (finite) checkpoint, which ``--resume`` continues from; None if none was saved.
+    """
+
+    def __init__(self, what: str, si: int, stage: str, step: int, global_step: int, checkpoint: Path | None,
+                 fp16: bool) -> None:
+        fix = ("use model.llm.dtype=float32 (float16 weights train without an fp32 master copy or loss scaling, "
+               "and overflow)" if fp16 else
+               f"lower the learning rate (stages.{si}.lr), train in fp32 (train.precision=fp32) or check the data")
+        resume = (f"--resume continues from checkpoint {checkpoint}" if checkpoint is not None
+                  else "no checkpoint was saved yet: run again without --resume")
+        super().__init__(f"stage {stage!r} step {step} (global step {global_step}): {what}; stopped before saving "
+                         f"anything from this step. To fix it, {fix}; {resume}")
+        self.what, self.stage, self.step, self.global_step, self.checkpoint = what, stage, step, global_step, checkpoint
 
 
 class _SignalGuard:
@@ -161,9 +164,9 @@ def train(run: RunConfig, out_dir: str | Path, resume: bool = False, stop_after:
             if has_lora(model):
                 merge_lora(model)
             if si < len(run.stages) - 1 and not (out / "stages" / stage.name / "config.json").is_file():
-                _check_weights(model, stage.name, state, out)
+                _check_weights(model, si, stage.name, state, out)
                 model.save_pretrained(str(out / "stages" / stage.name))  # each stage's model, e.g. for eval
-    _check_weights(model, run.stages[-1].name, state, out)
+    _check_weights(model, len(run.stages) - 1, run.stages[-1].name, state, out)
     model.save_pretrained(str(out / "model"))
     return model.eval()
 
@@ -195,8 +198,8 @@ def _run_stage(run: RunConfig, si: int, model: VLM, records: list[dict[str, Any]
             loss, parts, norm = _step(model, goal.loss, stream, stage, device, bf16, params)
             bad = [f"the {k} is {v}" for k, v in (("loss", loss), ("gradient norm", norm)) if not math.isfinite(v)]
             if bad:
-                raise NonFiniteError(" and ".join(bad), stage.name, step + 1, state["global_step"] + 1, out,
-                                     any(p.dtype == torch.float16 for p in params))
+                raise NonFiniteError(" and ".join(bad), si, stage.name, step + 1, state["global_step"] + 1,
+                                     latest_checkpoint(out), any(p.dtype == torch.float16 for p in params))
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
@@ -209,7 +212,7 @@ def _run_stage(run: RunConfig, si: int, model: VLM, records: list[dict[str, Any]
             g = state["global_step"]
             stopping = bool(guard.signum) or (stop_after is not None and g >= stop_after)
             if stopping or g % run.train.checkpoint_every == 0 or step + 1 == stage.steps:
-                _check_weights(model, stage.name, state, out)
+                _check_weights(model, si, stage.name, state, out)
                 path = save_checkpoint(out, model, opt, sched, dict(state, stage_name=stage.name))
                 _prune(out, run.train.keep_checkpoints)
             if guard.signum:
@@ -243,12 +246,12 @@ def _step(model: VLM, loss_fn: Callable[[VLM, dict[str, torch.Tensor]], dict[str
     return total, parts, float(norm)
 
 
-def _check_weights(model: VLM, stage: str, state: dict[str, Any], out: Path) -> None:
+def _check_weights(model: VLM, si: int, stage: str, state: dict[str, Any], out: Path) -> None:
     """Raise ``NonFiniteError`` before anything is saved from weights that hold a NaN / inf."""
     for name, p in model.named_parameters():
         if not bool(torch.isfinite(p).all()):
-            raise NonFiniteError(f"the weights are not finite after the optimizer step (first: {name!r})", stage,
-                                 state["step"], state["global_step"], out, p.dtype == torch.float16)
+            raise NonFiniteError(f"the weights are not finite after the optimizer step (first: {name!r})", si, stage,
+                                 state["step"], state["global_step"], latest_checkpoint(out), p.dtype == torch.float16)
 
 
 def _prune(out: Path, keep: int) -> None:

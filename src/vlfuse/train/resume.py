@@ -68,9 +68,10 @@ def open_run(run: RunConfig, out: Path, resume: bool, say: Callable[[str], None]
             check_same_config(out / "run.json", run)
         if note:
             say(note)
-        state = checkpoint_state(ckpt) or {}
-        say(f"resuming from {ckpt}: stage {state.get('stage_name', state.get('stage'))!r}, step {state.get('step')}, "
-            f"global step {state.get('global_step')}")
+        state = checkpoint_state(ckpt)
+        assert state is not None  # find_checkpoint returns complete checkpoints only
+        say(f"resuming from {ckpt}: stage {state['stage_name']!r}, step {state['step']} of "
+            f"{run.stages[state['stage']].steps}, global step {state['global_step']}")
     out.mkdir(parents=True, exist_ok=True)
     if ckpt is None or not (out / "run.json").is_file():
         (out / "run.json").write_text(json.dumps(to_dict(run), indent=2))
