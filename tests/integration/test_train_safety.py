@@ -4,6 +4,7 @@ a broken ``latest`` or a half-written save is recovered from disk, and ``--resum
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -76,7 +77,8 @@ def test_fp16_weights_on_cpu_stop_with_the_message_and_save_nothing(tmp_path, ca
                  "--set", "model.llm.dtype=float16", "--set", "train.device=cpu"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "step 1 (global step 1): the weights are not finite" in err and "model.llm.dtype=float32" in err
+    assert re.search(r"stage 't' step \d \(global step \d\): the (weights are not finite|loss is nan)", err)
+    assert "float16 weights train without an fp32 master copy" in err and "model.llm.dtype=float32" in err
     assert "no checkpoint was saved yet: run again without --resume" in err
     assert latest_checkpoint(out) is None and not (out / "model").exists()
 
@@ -196,3 +198,14 @@ def test_config_changes_names_dotted_paths():
     assert config_changes(saved, now) == [("a.c.1", 2, 3), ("gone", 1, None), ("new", None, 2), ("s.1.lr", 0.2, 0.5)]
     assert config_changes(saved, saved) == []
     assert config_changes({"s": [1]}, {"s": [1, 2]}) == [("s", [1], [1, 2])]
+
+
+def test_a_finished_run_without_checkpoints_still_needs_resume(tmp_path):
+    import shutil
+
+    run = tiny_run([{"name": "t", "steps": 1, "batch_size": 2}])
+    train(run, tmp_path, show_progress=False)
+    shutil.rmtree(tmp_path / "checkpoints")
+    with pytest.raises(ValueError, match=r"already holds a run \(model/\); pass --resume"):
+        train(run, tmp_path, show_progress=False)
+    assert (tmp_path / "model" / "model.safetensors").is_file()

@@ -134,7 +134,13 @@ def train(run: RunConfig, out_dir: str | Path, resume: bool = False, stop_after:
     model after each earlier stage in ``stages/NAME/``).
 
     ``stop_after`` ends the run after that many optimizer steps in all (with a checkpoint), as an interruption
-    would; ``resume`` continues from the newest checkpoint.
+    would; ``resume`` continues from the newest complete checkpoint (``resume.open_run``: it recovers from a
+    broken ``checkpoints/latest`` and refuses a config that differs from ``run.json``).
+
+    Raises:
+        NonFiniteError: a step's loss, gradient norm or weights were NaN / inf (nothing was saved from it).
+        TrainingInterrupted: SIGINT / SIGTERM (a checkpoint was saved first).
+        ValueError: ``out_dir`` holds a run and ``resume`` is False, or ``resume`` with a changed config.
     """
     out = Path(out_dir)
     reporter = ProgressReporter(show_progress, run.train.log_every)
