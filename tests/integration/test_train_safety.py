@@ -144,16 +144,18 @@ def test_a_dangling_latest_and_half_written_saves_are_recovered_from_disk(tmp_pa
     (root / ".step-0000005.tmp-999").mkdir()
     (root / ".step-0000005.tmp-999" / "model.safetensors").write_bytes(b"half")
     (root / "step-0000004").rename(root / ".step-0000004.old-998")  # killed between atomic_dir's two renames
+    (root / ".latest.tmp").write_text("step-0000005")
     (cut / ".model.tmp-999").mkdir()
+    (cut / ".notes.tmp").write_text("the user's own file")  # not a name atomic_dir writes: kept
     capsys.readouterr()
     train(run, cut, resume=True, show_progress=None)
     said = capsys.readouterr().out
     assert ("cleaned up after an interrupted save: removed .model.tmp-999, removed checkpoints/.step-0000005.tmp-999, "
-            "restored checkpoints/step-0000004 from .step-0000004.old-998") in said
+            "restored checkpoints/step-0000004 from .step-0000004.old-998, removed checkpoints/.latest.tmp") in said
     assert "names 'step-0000005', which is not a complete checkpoint; using the newest complete checkpoint " \
            "step-0000004 (global step 4)" in said
     assert "stage 'b', step 2 of 3, global step 4" in said
-    assert not list(cut.glob(".*")) and not list(root.glob(".*"))
+    assert [p.name for p in cut.glob(".*")] == [".notes.tmp"] and not list(root.glob(".*"))
     assert losses(cut) == losses(tmp_path / "full")
 
 

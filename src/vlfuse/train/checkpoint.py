@@ -198,8 +198,11 @@ def remove_partial_writes(run_dir: str | Path) -> list[str]:
     """
     out = Path(run_dir)
     done = []
-    for folder in (out, out / "checkpoints", out / "stages"):
-        for p in sorted(folder.glob(".*.tmp*")) + sorted(folder.glob(".*.old-*")):
+    # only the names atomic_dir gives model/, checkpoints/step-*, stages/NAME, and the latest pointer's temp file
+    for folder, name in ((out, "model"), (out / "checkpoints", "step-*"), (out / "stages", "*")):
+        leftovers = [p for kind in (".tmp-", ".old-") for p in sorted(folder.glob(f".{name}{kind}*"))
+                     if p.name.rsplit("-", 1)[1].isdigit()]
+        for p in [*leftovers, *(folder.glob(".latest.tmp") if name == "step-*" else ())]:
             target = folder / p.name[1:].rsplit(".old-", 1)[0]
             if ".old-" in p.name and p.is_dir() and not target.exists():
                 os.replace(p, target)
