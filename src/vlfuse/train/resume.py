@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vlfuse.config import to_dict
+from vlfuse.config import from_dict, to_dict
 from vlfuse.train.checkpoint import checkpoint_state, find_checkpoint, remove_partial_writes
 from vlfuse.train.config import RunConfig
 
@@ -36,8 +36,12 @@ def config_changes(saved: Any, current: Any, prefix: str = "") -> list[tuple[str
 def check_same_config(saved_path: Path, run: RunConfig) -> None:
     """Raise ``ValueError`` naming every key (but ``RESUME_MAY_CHANGE``) where ``run`` differs from ``saved_path``."""
     current = json.loads(json.dumps(to_dict(run)))  # tuples -> lists, as in the saved file
-    changes = [c for c in config_changes(json.loads(saved_path.read_text()), current)
-               if c[0] not in RESUME_MAY_CHANGE]
+    saved = json.loads(saved_path.read_text())
+    try:  # a key added to the config since the run was saved compares as its default, not as a change
+        saved = json.loads(json.dumps(to_dict(from_dict(RunConfig, saved))))
+    except ValueError:
+        pass  # this version cannot read the saved file: compare it as written
+    changes = [c for c in config_changes(saved, current) if c[0] not in RESUME_MAY_CHANGE]
     if changes:
         listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes)
         raise ValueError(f"--resume with a config that differs from the run's {saved_path} ({listed}); resuming "
