@@ -118,7 +118,7 @@ class LoopConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
 
 
-def check_device(name: str, flag: str) -> None:
+def check_device(name: str, flag: str, fallback: str = "cpu or auto") -> None:
     """Refuse a device name torch would reject late (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``), or a CUDA
     device on a machine without one, with the fix."""
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
@@ -127,17 +127,17 @@ def check_device(name: str, flag: str) -> None:
         import torch
 
         if not torch.backends.cuda.is_built():
-            raise ValueError(f"device {name!r}: this torch build has no CUDA; use {flag}=cpu or auto")
+            raise ValueError(f"device {name!r}: this torch build has no CUDA; use {flag}={fallback}")
         count = torch.cuda.device_count()
         index = int(name.partition(":")[2] or 0)
         if index >= count:
-            raise ValueError(f"device {name!r}: this machine has {count} CUDA device(s); use {flag}=cpu or auto"
+            raise ValueError(f"device {name!r}: this machine has {count} CUDA device(s); use {flag}={fallback}"
                              + (f", or cuda:0 to cuda:{count - 1}" if count else ""))
     elif name == "mps":
         import torch
 
         if not torch.backends.mps.is_available():
-            raise ValueError(f"device 'mps': this machine has no MPS device; use {flag}=cpu or auto")
+            raise ValueError(f"device 'mps': this machine has no MPS device; use {flag}={fallback}")
 
 
 @dataclass(frozen=True)
