@@ -7,6 +7,7 @@ Shapes: ``B`` batch, ``S`` prompt length, ``G`` generated tokens, ``W`` vocabula
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,32 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_p: float = 1
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def check_sampling(max_new_tokens: int, temperature: float, top_p: float) -> None:
+    """Refuse sampling settings that would fail (or sample garbage) inside the loop, naming the value and the fix."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r}: need a whole number >= 0 (--max-new-tokens)")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature={temperature}: need a finite number >= 0 (0: greedy; --temperature)")
+    if not 0 < top_p <= 1:  # also refuses nan
+        raise ValueError(f"top_p={top_p}: need a number in (0, 1] (1: no nucleus cut; --top-p)")
+
+
+def check_positions(model: VLM, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> None:
+    """Refuse a prompt that, with ``max_new_tokens`` more tokens, runs past the LLM's position limit."""
+    from vlfuse.llm import max_positions
+
+    limit = max_positions(model.llm)
+    prompt = int(attention_mask.long().sum(dim=-1).max()) if attention_mask.numel() else 0  # longest row
+    needed = prompt + max(max_new_tokens - 1, 0)  # the last new token is returned, never fed back
+    if needed > limit:
+        visual = int((input_ids == model.injector.image_token_id).sum(dim=-1).max())
+        room = limit - prompt + 1
+        fix = (f"use max_new_tokens <= {room} (--max-new-tokens)" if room > 0
+               else "shorten the prompt or pass fewer images")
+        raise ValueError(f"prompt of {prompt} tokens ({visual} of them visual) + {max_new_tokens} new tokens needs "
+                         f"{needed} positions but the LLM's limit is {limit}; {fix}")
+
+
 @torch.no_grad()
 def generate_ids(model: VLM, batch: dict[str, torch.Tensor], max_new_tokens: int = 16, temperature: float = 0.0,
                  top_p: float = 1.0, eos_token_id: int | None = None, generator: torch.Generator | None = None,
@@ -40,6 +67,8 @@ def generate_ids(model: VLM, batch: dict[str, torch.Tensor], max_new_tokens: int
     Returns ``(B, G)`` new token ids; after EOS a row is filled with EOS. ``on_token`` gets each step's ``(B,)``.
     The image placeholder is never generated: a decode step has no image to put in its place.
     """
+    check_sampling(max_new_tokens, temperature, top_p)
+    check_positions(model, batch["input_ids"], batch["attention_mask"], max_new_tokens)
     eos = model.tokenizer.eos_token_id if eos_token_id is None else eos_token_id
     image_id = model.injector.image_token_id
     mask = batch["attention_mask"]
@@ -69,6 +98,7 @@ def generate_ids(model: VLM, batch: dict[str, torch.Tensor], max_new_tokens: int
 def generate_text(model: VLM, prompt: str, images: list[Any], max_new_tokens: int = 32, temperature: float = 0.0,
                   top_p: float = 1.0, seed: int | None = None, stream: Callable[[str], None] | None = None) -> str:
     """Answer one prompt about ``images``; ``stream`` receives the text as it grows (new pieces only)."""
+    check_sampling(max_new_tokens, temperature, top_p)
     proc = model.processor()
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in proc.collate([proc.encode_prompt(prompt, images)], "left").items()}

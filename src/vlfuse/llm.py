@@ -7,13 +7,18 @@ table row.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from vlfuse.config import ConfigError
 
 
 def _cache_keyword() -> str:
@@ -51,12 +56,71 @@ TINY_LLAMA: dict[str, Any] = {
 }
 
 
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(value: Any, default: Any) -> Any:
+    """A YAML string such as ``"1e-6"`` (YAML 1.1 reads a float without a dot as text) as the default's type."""
+    if not isinstance(value, str) or isinstance(default, bool) or not isinstance(default, (int, float)):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return int(number) if isinstance(default, int) and number.is_integer() else number
+
+
+# transformers config keys that are sizes or counts: 0 or less only fails later, deep inside torch
+_SIZES = {"hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers",
+          "max_position_embeddings", "vocab_size", "head_dim", "image_size", "patch_size", "num_channels",
+          "n_embd", "n_head", "n_layer", "n_positions", "n_inner"}
+
+
+def check_hf_config(config: dict[str, Any], default_type: str, where: str, allowed: list[str]) -> dict[str, Any]:
+    """``config`` (a transformers config as a mapping) checked against its ``model_type``'s config class.
+
+    Keys must be ``__init__`` arguments or default attributes of that class (``hidden_sizee`` is refused with a
+    suggestion, where ``AutoConfig.for_model`` would store and ignore it); numeric strings become the type of the
+    class's default. ``allowed`` are the model types vlfuse can use here. Returns the coerced mapping.
+    """
+    data = dict(config)
+    model_type = data.get("model_type", default_type)
+    if model_type not in CONFIG_MAPPING or model_type not in allowed:
+        raise ConfigError(f"model_type {model_type!r} in {where} is not supported{_suggest(str(model_type), allowed)}; "
+                          f"choices: {', '.join(allowed)}")
+    cls = CONFIG_MAPPING[model_type]
+    defaults = cls().to_dict()
+    valid = set(inspect.signature(cls.__init__).parameters) | set(defaults) | set(cls.attribute_map)
+    valid |= set(defaults.get("rope_parameters") or {}) | ({"rope_scaling"} if "rope_parameters" in defaults else set())
+    valid -= {"self", "args", "kwargs"}
+    for key, value in data.items():
+        if key not in valid:
+            hint = _suggest(key, sorted(valid))
+            raise ConfigError(f"unknown key {key!r} in {where} of model_type {model_type!r}{hint}; "
+                              f"valid keys: {', '.join(sorted(valid))}")
+        data[key] = _coerce(value, defaults.get(cls.attribute_map.get(key, key)))
+        if key in _SIZES and isinstance(data[key], int) and data[key] < 1:
+            raise ConfigError(f"{where}.{key} is {data[key]}; a size must be >= 1")
+    try:
+        cls(**{k: v for k, v in data.items() if k != "model_type"})
+    except (StrictDataclassError, TypeError, ValueError) as e:  # transformers' own check of each field's type
+        detail = str(e).strip().splitlines()[-1].strip()
+        raise ConfigError(f"{where} (model_type {model_type!r}): {detail}; fix that key's value") from None
+    return data
+
+
 @dataclass(frozen=True)
 class LLMConfig:
     path: str | None = None  # local folder of any AutoModelForCausalLM; its weights are loaded
     config: dict[str, Any] = field(default_factory=lambda: dict(TINY_LLAMA))  # used when path is None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+    def __post_init__(self) -> None:
+        if self.path is None:  # keys checked and numbers coerced here, before any model is built
+            object.__setattr__(self, "config", check_hf_config(self.config, "llama", "config", list(LLM_TABLE)))
 
 
 def build_llm(config: LLMConfig, vocab_size: int | None = None) -> PreTrainedModel:

@@ -10,11 +10,12 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 from rich.console import Console
 
+from vlfuse.cli.common import out_dir
 from vlfuse.compare.designs import DEFAULT_DESIGNS, design_names, load_design
+from vlfuse.train.config import check_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,8 +46,11 @@ def run(args: argparse.Namespace) -> int:
         load_design(n)  # unknown names fail here, before any training
     if args.seeds < 1:
         raise ValueError(f"--seeds {args.seeds}: need at least 1")
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs}: need at least 1 (or leave it out for the default)")
+    check_device(args.device, "--device", fallback="cpu")
     jobs = args.jobs or (1 if args.device == "cuda" else max(1, min(2, os.cpu_count() or 1)))
-    out = Path(args.out)
+    out = out_dir(args.out)
     console = Console(stderr=args.json)
     grid = Grid(names, list(range(args.seeds)), out, args.quick, args.device, jobs, args.overrides)
     t0 = time.perf_counter()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from pathlib import Path
 
+from vlfuse.cli.common import out_dir
 from vlfuse.config import load_config
 from vlfuse.data.scenes import ScenesConfig, generate
 
@@ -25,6 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vlfuse.data.llava_format import write_llava
 
+    out_dir(args.out)
+    if args.n < 1:
+        raise ValueError(f"--n {args.n}: need at least 1 sample")
+    if Path(args.name).name != args.name or not args.name:
+        raise ValueError(f"--name {args.name!r} must be a plain file name inside --out (no folders)")
     config = load_config(ScenesConfig, None, args.overrides)
     records = generate(config, args.n, args.seed)
     path = write_llava(records, args.out, args.name)

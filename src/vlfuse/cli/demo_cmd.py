@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from pathlib import Path
 
-from vlfuse.cli.common import add_run_args, load_run
+from vlfuse.cli.common import add_run_args, load_run, out_dir
 from vlfuse.cli.train_cmd import train_and_report
 from vlfuse.train.checkpoint import latest_checkpoint
 
@@ -25,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
+    out = out_dir(args.out)
     if args.fresh or (out / "model").is_dir():
         shutil.rmtree(out, ignore_errors=True)
     config = load_run(args.config, args.overrides)

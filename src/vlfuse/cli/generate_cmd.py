@@ -7,6 +7,7 @@ import sys
 
 from vlfuse.cli.common import model_dir
 from vlfuse.data.llava_format import load_image
+from vlfuse.generate import check_sampling
 from vlfuse.model import VLM
 
 
@@ -24,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_sampling(args.max_new_tokens, args.temperature, args.top_p)  # before the model is loaded
     images = [load_image(path) for path in args.image]
     model = VLM.from_pretrained(model_dir(args.model))
     prompt = args.prompt

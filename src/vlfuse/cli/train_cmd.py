@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vlfuse.cli.common import add_run_args, load_run
+from vlfuse.cli.common import add_run_args, load_run, out_dir
 from vlfuse.train.loop import TrainingInterrupted, train
 
 
@@ -24,8 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = out_dir(args.out)
     config = load_run(args.config, args.overrides, args.recipe)
-    return train_and_report(config, Path(args.out), args.resume, evaluate_after=not args.no_eval)
+    return train_and_report(config, out, args.resume, evaluate_after=not args.no_eval)
 
 
 def train_and_report(config: object, out: Path, resume: bool, evaluate_after: bool = True,

@@ -11,6 +11,7 @@ in the base's stages. Adding a design to the table is adding one file here.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -45,7 +46,7 @@ def design_names() -> list[str]:
 def load_design(name: str) -> Design:
     """The design called ``name``; an unknown name lists the known ones."""
     path = _folder("designs") / f"{name}.yaml"
-    if not path.is_file():
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or not path.is_file():  # a name, never a path
         raise ConfigError(f"unknown design {name!r}; designs are: {', '.join(design_names())} "
                           "(add one as vlfuse/presets/designs/NAME.yaml)")
     data = load_mapping(Path(str(path)))

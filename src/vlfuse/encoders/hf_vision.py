@@ -40,6 +40,13 @@ class HFVisionConfig:
     image_mean: tuple[float, ...] | None = None  # None: read from preprocessor_config.json or the tower table
     image_std: tuple[float, ...] | None = None
 
+    def __post_init__(self) -> None:
+        if self.path is None and self.config:  # keys checked against the tower's config class, numbers coerced
+            from vlfuse.llm import check_hf_config
+
+            checked = check_hf_config(self.config, "clip_vision_model", "config", [*_TOWERS, "clip", "siglip"])
+            object.__setattr__(self, "config", checked)
+
 
 def _vision_config(cfg: HFVisionConfig) -> PretrainedConfig:
     if cfg.path is not None:

@@ -7,6 +7,7 @@ rate, batch, skills and per-component policy ``train | freeze | lora``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -75,6 +76,17 @@ class StageConfig:
                 raise ValueError(f"stage {self.name!r}: {key} must be >= 1, got {getattr(self, key)}")
         if not 0 < self.lr < 1:
             raise ValueError(f"stage {self.name!r}: lr must be in (0, 1), got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:  # the cosine ends at lr * min_lr_ratio: below 0 the lr turns negative
+            raise ValueError(f"stage {self.name!r}: min_lr_ratio must be in [0, 1] (the final lr as a fraction of "
+                             f"lr), got {self.min_lr_ratio}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"stage {self.name!r}: warmup_steps must be >= 0 (0: no warm-up), got {self.warmup_steps}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"stage {self.name!r}: betas must be two numbers in [0, 1) (AdamW's beta1, beta2), "
+                             f"got {list(self.betas)}")
+        for key in ("weight_decay", "clip"):
+            if not getattr(self, key) >= 0:  # `not >=` also refuses nan
+                raise ValueError(f"stage {self.name!r}: {key} must be >= 0 (0: off), got {getattr(self, key)}")
         bad = sorted(set(self.policy) - {"encoder", "connector", "injector", "llm"})
         if bad:
             raise ValueError(f"stage {self.name!r}: unknown component(s) {bad} in policy; "
@@ -96,6 +108,36 @@ class LoopConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     eval_batch_size: int = 100
+
+    def __post_init__(self) -> None:
+        check_device(self.device, "train.device")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: torch's default), got {self.threads}")
+        for key in ("log_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+
+
+def check_device(name: str, flag: str, fallback: str = "cpu or auto") -> None:
+    """Refuse a device name torch would reject late (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``), or a CUDA
+    device on a machine without one, with the fix."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise ValueError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N, mps; set {flag} to one of them")
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.backends.cuda.is_built():
+            raise ValueError(f"device {name!r}: this torch build has no CUDA; use {flag}={fallback}")
+        count = torch.cuda.device_count()
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            raise ValueError(f"device {name!r}: this machine has {count} CUDA device(s); use {flag}={fallback}"
+                             + (f", or cuda:0 to cuda:{count - 1}" if count else ""))
+    elif name == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device 'mps': this machine has no MPS device; use {flag}={fallback}")
 
 
 @dataclass(frozen=True)
