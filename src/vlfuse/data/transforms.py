@@ -50,7 +50,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         scale = 255.0 if grey.size and grey.min() >= 0.0 and grey.max() <= 1.0 else 1.0
         return Image.fromarray(np.clip(np.round(grey * scale), 0, 255).astype(np.uint8)).convert("RGB")
     if mode in _ALPHA_MODES or "transparency" in image.info:
-        rgba = image.convert("RGBA")
+        rgba = (image.convert("LA") if mode == "La" else image).convert("RGBA")  # PIL has no La -> RGBA
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
