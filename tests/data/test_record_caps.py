@@ -66,7 +66,7 @@ def test_eval_scores_every_record_unless_n_caps_it(model_dir, tmp_path, capsys):
     assert main(["eval", "--model", str(model_dir), "--data", str(small), "--json", "--n", "20"]) == 0
     out = capsys.readouterr()
     assert json.loads(out.out)["n"] == 20
-    assert f"eval data: 20 of 30 records of {small} are used (--n=20; unset it to use every record)" in out.err
+    assert f"eval data: 20 of 30 records of {small} are used (--n=20; without --n every record is used)" in out.err
 
 
 def test_eval_refuses_paths_outside_the_data_root_unless_allowed(model_dir, tmp_path, capsys):
@@ -86,7 +86,8 @@ def test_train_uses_every_record_and_prints_a_cap(tmp_path, capsys):
     assert main(["train", "--config", str(run_config(tmp_path, path=str(data), eval_path=str(data))),
                  "--out", str(out), "--set", "data.train_size=6"]) == 0
     err = capsys.readouterr().err
-    assert f"train data: 6 of 10 records of {data} are used (data.train_size=6; unset it to use every record)" in err
+    assert (f"train data: 6 of 10 records of {data} are used (data.train_size=6; data.train_size=null uses every "
+            "record)") in err
     assert "eval data:" not in err  # eval_size unset: every record, silently
     assert json.loads((out / "eval.json").read_text())["n"] == 10
 
@@ -106,6 +107,23 @@ def test_a_bad_file_fails_training_before_step_one(tmp_path, capsys, where, rows
     assert message in err and str(bad) in err and "Traceback" not in err
     assert "gone.png" in err or "record 2 (id 'r2') has no 'gpt' turn" in err
     assert no_checkpoint(out)
+
+
+def test_train_refuses_paths_outside_the_root_unless_allowed(tmp_path, capsys):
+    Image.new("RGB", (8, 8), "blue").save(tmp_path / "outside.png")
+    data = write_data(tmp_path / "d", 4, r2={"image": str(tmp_path / "outside.png")})  # absolute, elsewhere
+    config, out = run_config(tmp_path, path=str(data), eval_size=0), tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "record 2 (id 'r2') image" in err and "data.allow_outside_root=true" in err and no_checkpoint(out)
+    assert main(["train", "--config", str(config), "--out", str(out), "--set", "data.allow_outside_root=true"]) == 0
+    assert (out / "model" / "config.json").is_file()
+
+
+def test_the_documented_example_file_evaluates(model_dir, capsys):
+    example = Path(__file__).parents[2] / "docs" / "examples" / "data" / "data.json"
+    assert main(["eval", "--model", str(model_dir), "--data", str(example), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == {"color": 1, "multi": 1, "text": 1}
 
 
 def test_scenes_keep_their_sizes():

@@ -7,6 +7,8 @@ Shapes: ``C`` channels, ``H W`` pixels.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -119,3 +121,11 @@ def test_the_model_processor_uses_the_configured_mode(mode):
     wide = gradient(16, 8)
     want = ImageTransform(8, model.encoder.image_mean, model.encoder.image_std, resize=mode)(wide)
     assert transform.resize == mode and torch.equal(transform(wide), want)
+
+
+def test_the_mode_is_saved_with_the_model(tmp_path):
+    from vlfuse.model import VLM
+
+    tiny_vlm(image={"resize": "crop"}).save_pretrained(str(tmp_path / "m"))
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model"]["image"] == {"resize": "crop"}
+    assert VLM.from_pretrained(str(tmp_path / "m")).processor().transform.resize == "crop"

@@ -44,8 +44,10 @@ def read_file(path: str, image_folder: str | None, limit: int | None, limit_name
 
     records = read_llava(path, image_folder, allow_outside_root=allow_outside_root, check_images=False)
     if limit is not None:
+        every = f"without {limit_name} every record is used" if limit_name.startswith("--") else \
+            f"{limit_name}=null uses every record"
         print(f"{split} data: {min(limit, len(records))} of {len(records)} records of {path} are used "
-              f"({limit_name}={limit}; unset it to use every record)", file=sys.stderr)
+              f"({limit_name}={limit}; {every})", file=sys.stderr)
         records = records[:limit]
     check_image_files(records, Path(path))
     return records
