@@ -103,7 +103,8 @@ class VLM(nn.Module):
     def processor(self) -> Processor:
         """The ``Processor`` (template, image expansion, transforms) that matches this model."""
         enc = self.encoder
-        transform = ImageTransform(enc.image_size, enc.image_mean, enc.image_std, enc.in_channels)
+        transform = ImageTransform(enc.image_size, enc.image_mean, enc.image_std, enc.in_channels,
+                                   self.config.image.resize)  # pad / crop / stretch, as saved with the model
         return Processor(self.tokenizer, transform, self.injector.placeholder_tokens(self.visual_tokens),
                          self.max_length, self.config.tokenizer.image_token, self.visual_tokens)
 

@@ -24,7 +24,8 @@ def tok():
 
 @pytest.fixture(scope="module")
 def proc(tok):
-    return Processor(tok, ImageTransform(8, (0.5,) * 3, (0.5,) * 3), tokens_per_image=K, max_length=128)
+    return Processor(tok, ImageTransform(8, (0.5,) * 3, (0.5,) * 3, resize="stretch"), tokens_per_image=K,
+                     max_length=128)  # stretch: the 20x12 red test image stays all red
 
 
 def turns(*pairs: str) -> list[dict]:

@@ -1,4 +1,8 @@
-"""``vlfuse eval --model DIR [--task answers | retrieval] [--data FILE | --seed N --n N] [--json]``.
+"""``vlfuse eval --model DIR [--task answers | retrieval] [--data FILE [--n N] | --seed N --n N] [--json]``.
+
+``--data`` scores every record of the file (``--n`` caps it, and says so on stderr); its images are checked before
+any is scored and must stay inside the data root unless ``--allow-outside-root``. Images are resized as the model's
+config says (``image.resize``: pad, crop or stretch), which a line on stderr repeats.
 
 ``answers`` (default): exact-match accuracy per skill. ``retrieval``: image-text recall@1/@5 both ways on
 held-out captioned scenes, for a model with a pre-trained Q-Former (e.g. ``DIR/stages/pretrain`` of the blip2
@@ -9,11 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from typing import Any
 
 from vlfuse.cli.common import model_dir
 from vlfuse.data.scenes import ScenesConfig
 from vlfuse.evaluate import evaluate, print_table
 from vlfuse.model import VLM
+from vlfuse.train.config import SCENES_SIZES
+
+RESIZE_WORDS = {"pad": "padded to a square with the mean colour", "crop": "short side resized, centre-cropped",
+                "stretch": "stretched to a square"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +32,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="LLaVA-format JSON/JSONL to evaluate on (default: fresh built-in scenes)")
     p.add_argument("--image-folder", help="folder image paths in --data are relative to (default: its folder)")
     p.add_argument("--seed", type=int, default=1, help="scenes seed (default 1; training uses 0)")
-    p.add_argument("--n", type=int, default=800, help="number of scenes (default 800)")
+    p.add_argument("--n", type=int, default=None,
+                   help="scenes: how many to generate (default 800); --data: use only the first N records "
+                        "(default: every record)")
+    p.add_argument("--allow-outside-root", action="store_true",
+                   help="accept image paths in --data that leave its folder / --image-folder (../, absolute, "
+                        "symlinks); only for files you trust")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--task", choices=("answers", "retrieval"), default="answers",
                    help="answers: accuracy per skill (default); retrieval: image-text recall (Q-Former models)")
@@ -47,16 +62,17 @@ def _scenes_config(folder: str) -> ScenesConfig:
 
 def run(args: argparse.Namespace) -> int:
     model = VLM.from_pretrained(model_dir(args.model))
+    enc = model.encoder
+    print(f"images: image.resize={model.config.image.resize} ({RESIZE_WORDS[model.config.image.resize]}) to "
+          f"{enc.image_size}x{enc.image_size} px, from the model's config", file=sys.stderr)
     if args.task == "retrieval":
         return _retrieval(args, model)
     if args.data:
-        from vlfuse.data.llava_format import read_llava
-
-        records = read_llava(args.data, args.image_folder)[: args.n]
+        records = _file_records(args)
     else:
         from vlfuse.data.scenes import generate
 
-        records = generate(_scenes_config(model_dir(args.model)), args.n, args.seed)
+        records = generate(_scenes_config(model_dir(args.model)), _scenes_n(args), args.seed)
     result = evaluate(model, records, args.batch_size)
     if args.json:
         print(json.dumps({"accuracy": result["accuracy"], "n": result["n"], "count": result["count"]}))
@@ -65,6 +81,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _file_records(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every record of ``--data`` (the first ``--n`` if given), images checked before any is scored."""
+    from vlfuse.data.dataset import read_file
+
+    return read_file(args.data, args.image_folder, args.n, "--n", "eval", args.allow_outside_root)
+
+
+def _scenes_n(args: argparse.Namespace) -> int:
+    return SCENES_SIZES["eval"] if args.n is None else args.n
+
 
 def _retrieval(args: argparse.Namespace, model: VLM) -> int:
     import dataclasses
@@ -72,15 +98,13 @@ def _retrieval(args: argparse.Namespace, model: VLM) -> int:
     from vlfuse.evaluate_retrieval import retrieval
 
     if args.data:
-        from vlfuse.data.llava_format import read_llava
-
-        records = read_llava(args.data, args.image_folder)[: args.n]
+        records = _file_records(args)
     else:
         from vlfuse.data.scenes import generate
 
         scenes = _scenes_config(model_dir(args.model))
         captions = dataclasses.replace(scenes, skills={"caption": 1.0}, extra_turns=0)
-        records = generate(captions, args.n, args.seed)
+        records = generate(captions, _scenes_n(args), args.seed)
     result = retrieval(model, records, args.batch_size, args.rerank)
     if args.json:
         print(json.dumps(result))

@@ -31,7 +31,14 @@ def run(args: argparse.Namespace) -> int:
 
 def train_and_report(config: object, out: Path, resume: bool, evaluate_after: bool = True,
                      title: str = "held-out accuracy per skill") -> int:
-    """Train, then evaluate on held-out data and print the table; used by ``train`` and ``demo``."""
+    """Train, then evaluate on held-out data and print the table; used by ``train`` and ``demo``.
+
+    The held-out records (every record of ``data.eval_path`` unless ``data.eval_size`` caps it) are read and
+    their images checked before training starts, so a bad evaluation file fails before step 1.
+    """
+    from vlfuse.data.dataset import load_records
+
+    records = load_records(config.data, "eval") if evaluate_after else []
     try:
         model = train(config, out, resume=resume)
     except TrainingInterrupted as e:
@@ -41,10 +48,8 @@ def train_and_report(config: object, out: Path, resume: bool, evaluate_after: bo
     if not evaluate_after:
         return 0
     report_retrieval(config, out)
-    from vlfuse.data.dataset import load_records
     from vlfuse.evaluate import evaluate, print_table
 
-    records = load_records(config.data, "eval")
     if not records:
         print("no evaluation data (data.eval_path / data.eval_size); skipped evaluation")
         return 0

@@ -6,7 +6,9 @@ Shapes: ``B`` batch, ``S`` padded length, ``N_all`` images in the batch, ``C H W
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,21 +17,40 @@ from vlfuse.data.collate import Example, Processor
 
 
 def load_records(data: Any, split: str) -> list[dict[str, Any]]:
-    """``split`` is ``"train"`` or ``"eval"``; ``data`` is a ``DataConfig``."""
+    """The records of ``split`` (``"train"`` or ``"eval"``) of ``data`` (a ``DataConfig``).
+
+    Scenes: ``data.train_size`` / ``data.eval_size`` are how many to generate. A file: every record, unless
+    ``train_size`` / ``eval_size`` caps it (a line on stderr says so); each kept record's images are checked here,
+    before training starts.
+    """
+    key = "train_size" if split == "train" else "eval_size"
     if data.source == "scenes":
         from vlfuse.data.scenes import generate
 
-        if split == "train":
-            return generate(data.scenes, data.train_size, data.seed)
-        return generate(data.scenes, data.eval_size, data.eval_seed)
-    from vlfuse.data.llava_format import read_llava
-
+        return generate(data.scenes, data.scenes_size(split), data.seed if split == "train" else data.eval_seed)
     path = data.path if split == "train" else data.eval_path
     if path is None:
         return []
-    records = read_llava(path, data.image_folder)
-    limit = data.train_size if split == "train" else data.eval_size
-    return records[:limit] if limit else records
+    return read_file(path, data.image_folder, getattr(data, key), f"data.{key}", split,
+                     data.allow_outside_root)
+
+
+def read_file(path: str, image_folder: str | None, limit: int | None, limit_name: str, split: str,
+              allow_outside_root: bool = False) -> list[dict[str, Any]]:
+    """A LLaVA-format file's records, the first ``limit`` of them if set (said on stderr, naming ``limit_name``,
+    e.g. ``data.eval_size`` or ``--n``); the kept records' image files are checked (all failures in one error)."""
+    from vlfuse.data.llava_checks import check_image_files
+    from vlfuse.data.llava_format import read_llava
+
+    records = read_llava(path, image_folder, allow_outside_root=allow_outside_root, check_images=False)
+    if limit is not None:
+        every = f"without {limit_name} every record is used" if limit_name.startswith("--") else \
+            f"{limit_name}=null uses every record"
+        print(f"{split} data: {min(limit, len(records))} of {len(records)} records of {path} are used "
+              f"({limit_name}={limit}; {every})", file=sys.stderr)
+        records = records[:limit]
+    check_image_files(records, Path(path))
+    return records
 
 
 def record_words(records: Sequence[dict[str, Any]], image_token: str = "<image>") -> list[str]:

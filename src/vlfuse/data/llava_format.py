@@ -2,8 +2,9 @@
 
 A record is ``{"id": ..., "image": "images/x.png" (or "images": [...], or neither), "conversations":
 [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", "value": "..."}], ...}``, the layout of LLaVA's own
-data, so a user's dataset works unchanged. ``read_llava`` validates records and resolves image paths but loads no
-pixels; ``load_image`` decodes one file when it is needed and turns every failure into ``ImageLoadError``.
+data, so a user's dataset works unchanged. ``read_llava`` validates every record (``llava_checks``: answers, image
+paths inside the data root, image headers) and resolves image paths but loads no pixels; ``load_image`` decodes
+one file when it is needed and turns every failure into ``ImageLoadError``.
 Shapes: images are PIL RGB ``(H, W)``; nothing here is a tensor.
 """
 
@@ -18,26 +19,26 @@ from typing import Any
 
 from PIL import Image
 
+from vlfuse.data.llava_checks import PATH_HINT, ImageLoadError, check_answers, check_image_files, resolve_images
+from vlfuse.data.transforms import to_rgb
+
 ROLES = ("human", "gpt")
 IMAGE_TOKEN = "<image>"
-_PATH_HINT = "check the path; relative paths in a LLaVA JSON resolve against the JSON file's folder or --image-folder"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")  # characters replaced in image file names derived from record ids
 
 
-class ImageLoadError(ValueError):
-    """An image file is missing, unreadable or not an image."""
-
-
 def load_image(path: str | Path) -> Image.Image:
-    """Open ``path`` as a fully decoded RGB image, so a corrupt file fails here and not inside a training batch."""
+    """Open ``path`` as a fully decoded RGB image (``to_rgb``: 16-bit scaled, alpha on white), so a corrupt file
+    fails here and not inside a training batch."""
     p = Path(path)
     if not p.is_file():
         why = "not a file" if p.exists() else "file not found"
-        raise ImageLoadError(f"cannot read image {str(p)!r}: {why}; {_PATH_HINT}")
+        raise ImageLoadError(f"cannot read image {str(p)!r}: {why}; {PATH_HINT}")
     try:
         with Image.open(p) as image:
             image.load()
-            return image.convert("RGB")
+            rgb = to_rgb(image)
+            return rgb.copy() if rgb is image else rgb  # closing the file frees the opened image's pixels
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         # PIL reports unknown formats, truncated data and bad headers through several exception types.
         raise ImageLoadError(
@@ -161,24 +162,29 @@ def _check(record: Any, index: int, path: Path) -> None:
         )
 
 
-def read_llava(path: str | Path, image_folder: str | Path | None = None) -> list[dict[str, Any]]:
+def read_llava(path: str | Path, image_folder: str | Path | None = None, *, allow_outside_root: bool = False,
+               check_images: bool = True) -> list[dict[str, Any]]:
     """Validated records from a LLaVA-format JSON/JSONL file, image paths made absolute (pixels are not loaded).
+
+    Every record is checked before any is used (``llava_checks``): its layout, that it has an answer, that its
+    image paths stay inside the data root, and (``check_images``) that each image file opens.
 
     Args:
         path: the ``.json`` list or ``.jsonl`` file.
-        image_folder: what relative image paths are relative to; default the JSON file's folder.
+        image_folder: the data root relative image paths start from; default the JSON file's folder.
+        allow_outside_root: accept image paths that resolve outside the data root (``../``, absolute, symlinks).
+        check_images: open every image's header (``False``: the caller checks the records it keeps).
     """
     p = Path(path)
     root = Path(image_folder) if image_folder is not None else p.parent
     if image_folder is not None and not root.is_dir():
         raise ValueError(f"image folder {str(root)!r} is not a folder; pass the folder the image paths start from")
-    out = []
+    records = []
     for index, record in enumerate(_parse(p)):
         _check(record, index, p)
-        record = {"id": str(index), **record}
-        if record.get("image") is not None:
-            record["image"] = str((root / record["image"]).resolve())
-        if record.get("images") is not None:
-            record["images"] = [str((root / x).resolve()) for x in record["images"]]
-        out.append(record)
-    return out
+        records.append({"id": str(index), **record})
+    check_answers(records, p)
+    resolve_images(records, root, p, allow_outside_root)
+    if check_images:
+        check_image_files(records, p)
+    return records

@@ -41,7 +41,8 @@ def pair_processor(model: Any) -> PairProcessor:
                          f"tokenizer has {len(model.tokenizer)} tokens; set model.connector.vocab_size >= "
                          f"{len(model.tokenizer) + 2}")
     enc = model.encoder
-    transform = ImageTransform(enc.image_size, enc.image_mean, enc.image_std, enc.in_channels)
+    transform = ImageTransform(enc.image_size, enc.image_mean, enc.image_std, enc.in_channels,
+                               model.config.image.resize)
     return PairProcessor(model.tokenizer, transform, c.cls_id, c.max_text_positions)
 
 

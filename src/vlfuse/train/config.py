@@ -15,34 +15,44 @@ from vlfuse.data.scenes import ScenesConfig
 from vlfuse.model import VLMConfig
 from vlfuse.train.policy import LoraSettings, Policy
 
+SCENES_SIZES = {"train": 20000, "eval": 800}  # scenes generated when train_size / eval_size are unset
+
 
 @dataclass(frozen=True)
 class DataConfig:
     """Where training and evaluation samples come from.
 
-    ``source="scenes"`` generates ``train_size`` built-in scenes from ``seed`` and ``eval_size`` held-out ones from
-    ``eval_seed``; ``source="llava"`` reads LLaVA-format JSON/JSONL files (``path``, ``eval_path``), with image
-    paths relative to ``image_folder`` (default: the JSON file's folder).
+    ``source="scenes"`` generates ``train_size`` built-in scenes (default 20000) from ``seed`` and ``eval_size``
+    held-out ones (default 800) from ``eval_seed``; ``source="llava"`` reads LLaVA-format JSON/JSONL files
+    (``path``, ``eval_path``) and uses every record unless ``train_size`` / ``eval_size`` caps it (said on stderr).
+    Image paths are relative to ``image_folder`` (default: the JSON file's folder) and must stay inside it.
     """
 
     source: Literal["scenes", "llava"] = "scenes"
     path: str | None = None
     eval_path: str | None = None
-    image_folder: str | None = None
+    image_folder: str | None = None  # the data root image paths start from (default: the JSON file's folder)
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
-    train_size: int = 20000
-    eval_size: int = 800
+    train_size: int | None = None  # scenes: how many (None: 20000); a file: use the first N records (None: all)
+    eval_size: int | None = None  # scenes: how many (None: 800; 0: no evaluation); a file: the first N (None: all)
     seed: int = 0
     eval_seed: int = 1
+    allow_outside_root: bool = False  # accept image paths outside the data root (../, absolute, symlinks out)
 
     def __post_init__(self) -> None:
         if self.source == "llava" and not self.path:
             raise ValueError("data.source is 'llava' but data.path is empty; set data.path=FILE.json")
-        if self.train_size < 1 or self.eval_size < 0:
-            raise ValueError(f"data.train_size must be >= 1 and eval_size >= 0, got {self.train_size}, "
+        if (self.train_size is not None and self.train_size < 1) or (self.eval_size is not None
+                                                                     and self.eval_size < 0):
+            raise ValueError(f"data.train_size must be >= 1 and eval_size >= 0 (or unset), got {self.train_size}, "
                              f"{self.eval_size}")
         if self.seed == self.eval_seed and self.source == "scenes":
             raise ValueError(f"data.seed and data.eval_seed are both {self.seed}; evaluation must use other scenes")
+
+    def scenes_size(self, split: str) -> int:
+        """How many scenes ``split`` (``"train"`` / ``"eval"``) generates."""
+        size = self.train_size if split == "train" else self.eval_size
+        return SCENES_SIZES[split] if size is None else size
 
 
 @dataclass(frozen=True)
