@@ -15,6 +15,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from vlfuse.hub import NO_REMOTE_CODE, check_folder
+
 
 def _cache_keyword() -> str:
     """``cache`` where ``transformers`` has renamed the KV cache, else ``past_key_values`` (its older name).
@@ -66,8 +68,10 @@ def build_llm(config: LLMConfig, vocab_size: int | None = None) -> PreTrainedMod
     """
     dtype = getattr(torch, config.dtype)
     if config.path is not None:
+        check_folder(config.path, "llm.path", weights=True)  # no code from the folder, no pickled weights
         model = AutoModelForCausalLM.from_pretrained(
-            config.path, dtype=dtype, attn_implementation=config.attn_implementation
+            config.path, dtype=dtype, attn_implementation=config.attn_implementation, use_safetensors=True,
+            **NO_REMOTE_CODE,
         )
     else:
         kwargs = dict(config.config)
