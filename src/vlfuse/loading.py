@@ -95,6 +95,20 @@ def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(path) if path else model), leaf
 
 
+def _cast_own_buffers(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast the floating buffers of vlfuse's (and torch's) modules to ``dtype``, as ``Module.to`` would.
+
+    ``transformers`` modules are skipped: their modelling code picks its buffers' dtypes (rotary ``inv_freq``
+    stays float32 under a bf16 model, as in transformers' own loading).
+    """
+    for module in model.modules():
+        if type(module).__module__.startswith("transformers."):
+            continue
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer is not None and buffer.is_floating_point():
+                module._buffers[name] = buffer.to(dtype)  # e.g. the ViT's fixed sin-cos table
+
+
 def load_weights(model: M, state: dict[str, torch.Tensor], dtype: torch.dtype | None = None,
                  device: str | torch.device = "cpu") -> M:
     """Assign ``state`` into a model from ``build_empty`` (strict), cast and moved; nothing stays on ``meta``.
@@ -102,7 +116,7 @@ def load_weights(model: M, state: dict[str, torch.Tensor], dtype: torch.dtype | 
     Args:
         model: built by ``build_empty``.
         state: the weights under the model's own keys; emptied as it is consumed.
-        dtype: floating tensors' dtype (None: each parameter's dtype as built).
+        dtype: floating parameters' (and vlfuse modules' floating buffers') dtype; None: each one's as built.
         device: where the weights go (buffers are moved there too).
 
     Raises:
@@ -143,6 +157,8 @@ def load_weights(model: M, state: dict[str, torch.Tensor], dtype: torch.dtype | 
             module, leaf = _owner(model, name)
             setattr(module, leaf, getattr(*first))
     state.clear()
+    if dtype is not None:
+        _cast_own_buffers(model, dtype)
     model.to(device)  # buffers (parameters are already there)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
     if left:
