@@ -3,7 +3,7 @@
 ``reference_xattn.py`` times ``transformers``' own ``generate`` of these models against vlfuse's generation loop on
 the very same weights: each HF model is built from a config (HF's own initialisation, cross-attention gates then
 opened so the images matter), saved with a word-level tokenizer to a folder, and loaded back with
-``VLM.from_transformers`` (the converters in ``vlfuse.convert_xattn``).
+``VLM.from_transformers`` (the converters in ``vlfuse.convert.idefics``, ``vlfuse.convert.mllama``).
 
 Sizes (``Size``): the text model's self-attention layers, width, heads, FFW width and vocabulary; Mllama gets one
 cross-attention layer after every ``cross_every`` self-attention layers (Llama 3.2 11B: 4, at indices 3, 8, 13, ...),

@@ -19,6 +19,7 @@ from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PreTr
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from vlfuse.config import ConfigError
+from vlfuse.hub import NO_REMOTE_CODE, check_folder
 
 
 def _cache_keyword() -> str:
@@ -130,8 +131,10 @@ def build_llm(config: LLMConfig, vocab_size: int | None = None) -> PreTrainedMod
     """
     dtype = getattr(torch, config.dtype)
     if config.path is not None:
+        check_folder(config.path, "llm.path", weights=True)  # no code from the folder, no pickled weights
         model = AutoModelForCausalLM.from_pretrained(
-            config.path, dtype=dtype, attn_implementation=config.attn_implementation
+            config.path, dtype=dtype, attn_implementation=config.attn_implementation, use_safetensors=True,
+            **NO_REMOTE_CODE,
         )
     else:
         kwargs = dict(config.config)

@@ -156,18 +156,33 @@ class VLM(nn.Module):
         save_vlm(self, directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str) -> VLM:
-        """Load a model written by ``save_pretrained``; never unpickles."""
+    def from_pretrained(cls, directory: str, dtype: torch.dtype | str | None = None,
+                        device: str | torch.device = "cpu") -> VLM:
+        """Load a model written by ``save_pretrained``; never unpickles, never runs code from the folder.
+
+        ``dtype`` None keeps the saved dtypes (the LLM's ``llm.dtype``, float32 elsewhere); a dtype (or its name)
+        casts every floating weight. The model is built with its parameters on ``meta`` and the weights are
+        assigned on ``device``, so loading holds one copy of them.
+        """
         from vlfuse.train.checkpoint import load_vlm
 
-        return load_vlm(directory)
+        return load_vlm(directory, dtype=dtype, device=device)
 
     @classmethod
-    def from_transformers(cls, directory: str) -> VLM:
-        """Load a saved ``transformers`` VLM (e.g. ``LlavaForConditionalGeneration``) into the equivalent VLM."""
+    def from_transformers(cls, directory: str, dtype: torch.dtype | str = "auto",
+                          device: str | torch.device = "cpu") -> VLM:
+        """Load a saved ``transformers`` VLM (e.g. ``LlavaForConditionalGeneration``) into the equivalent VLM.
+
+        ``dtype="auto"`` follows the dtype saved in its config.json (as transformers does); its
+        ``preprocessor_config.json`` gives the normalisation and ``config.image.resize``. Refuses folders that ask
+        to run their own code and pickled weights.
+
+        Example:
+            >>> model = VLM.from_transformers("checkpoints/llava-1.5-7b-hf", dtype=torch.bfloat16, device="cuda")
+        """
         from vlfuse.convert import from_transformers
 
-        return from_transformers(directory)
+        return from_transformers(directory, dtype=dtype, device=device)
 
     def replace_config(self, **changes: Any) -> None:
         """Record a change of a slot's config (e.g. after converting weights) in ``self.config``."""

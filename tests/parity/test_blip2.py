@@ -9,7 +9,7 @@ from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetriev
 from tests.conftest import WORDS
 from tests.parity.test_qformer_parity import TINY_TEXT, tiny_blip2_config
 from vlfuse import VLM
-from vlfuse.convert_blip2 import load_blip2_qformer
+from vlfuse.convert.blip2 import load_blip2_qformer
 from vlfuse.data.tokenizer import build_word_tokenizer
 from vlfuse.objectives.itc import image_features, similarity, text_features
 from vlfuse.objectives.itm import itm_logits

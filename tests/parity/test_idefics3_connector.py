@@ -9,7 +9,7 @@ from transformers.models.idefics3.modeling_idefics3 import Idefics3Connector
 
 from tests.parity.test_perceiver_parity import TINY_VISION, randomize
 from vlfuse.connectors.pixel_shuffle import pixel_shuffle
-from vlfuse.convert_connectors import load_idefics3_connector
+from vlfuse.convert.idefics2 import load_idefics3_connector
 
 
 def tiny_idefics3_config(scale_factor: int) -> Idefics3Config:

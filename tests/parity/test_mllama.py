@@ -16,7 +16,7 @@ from transformers.models.mllama.processing_mllama import (
 from tests.conftest import WORDS
 from tests.parity.test_perceiver_parity import randomize
 from vlfuse import VLM
-from vlfuse.convert_xattn import mllama_layer_plan
+from vlfuse.convert.mllama import mllama_layer_plan
 from vlfuse.data.tokenizer import build_word_tokenizer
 
 VISION = {"hidden_size": 32, "image_size": 8, "patch_size": 2, "num_hidden_layers": 2, "num_global_layers": 1,

@@ -9,7 +9,8 @@ from transformers import Idefics2Config, IdeficsConfig
 from transformers.models.idefics.perceiver import IdeficsPerceiverResampler
 from transformers.models.idefics2.modeling_idefics2 import Idefics2Connector
 
-from vlfuse.convert_connectors import load_idefics2_connector, load_idefics_perceiver
+from vlfuse.convert.idefics import load_idefics_perceiver
+from vlfuse.convert.idefics2 import load_idefics2_connector
 
 TINY_VISION = {"num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 48, "image_size": 8,
                "patch_size": 2}

@@ -7,7 +7,7 @@ import torch
 from transformers import Blip2Config, Blip2QFormerConfig, Blip2QFormerModel
 
 from vlfuse.connectors.qformer import QFormer, QFormerConfig
-from vlfuse.convert_blip2 import load_blip2_qformer
+from vlfuse.convert.blip2 import load_blip2_qformer
 
 DV = 24  # vision width the cross-attention reads
 TINY_TEXT = {"model_type": "llama", "hidden_size": 16, "num_attention_heads": 2, "num_key_value_heads": 2,

@@ -9,7 +9,7 @@ follows covers queries and text alike) exists when ``vocab_size > 0``, with BLIP
 As a connector the queries alone run (no text) and a linear layer maps them to the LLM width
 (BLIP-2's ``language_projection``): ``(B*N, P, Dv) -> (B*N, Q, Dt)``, ``num_tokens(P) = Q``.
 
-Reference: ``transformers.Blip2QFormerModel`` (weights load with ``vlfuse.convert_blip2``, parity in
+Reference: ``transformers.Blip2QFormerModel`` (weights load with ``vlfuse.convert.blip2``, parity in
 ``tests/parity/test_qformer_parity.py``) and LAVIS ``blip2_qformer.py``. Deviations: the text side reads the VLM's
 own tokenizer ids (BLIP-2 uses BERT's), with [CLS] and [DEC] as the last two ids of the Q-Former vocabulary;
 queries start as ``normal(0, 0.02)`` as in LAVIS (transformers initialises them to zero, for loading).

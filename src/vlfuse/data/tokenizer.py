@@ -13,6 +13,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from vlfuse.hub import NO_REMOTE_CODE, check_folder
+
 SPECIALS = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
 TEMPLATE_WORDS = ("user", "assistant", ":")  # the words of vlfuse.data.collate's plain chat template
 
@@ -46,7 +48,8 @@ def load_tokenizer(config: TokenizerConfig, words: Iterable[str] = ()) -> PreTra
         return build_word_tokenizer(words, config.image_token)
     if not Path(config.path).exists():
         raise ValueError(f"tokenizer path {config.path!r} does not exist; give a local folder with tokenizer files")
-    tok = AutoTokenizer.from_pretrained(config.path)
+    check_folder(config.path, "tokenizer.path")  # no code from the folder
+    tok = AutoTokenizer.from_pretrained(config.path, **NO_REMOTE_CODE)
     if config.image_token not in tok.get_vocab():
         tok.add_special_tokens({"additional_special_tokens": [config.image_token]})
     if tok.pad_token is None:

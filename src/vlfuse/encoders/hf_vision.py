@@ -17,6 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
 from vlfuse.encoders.base import VisionEncoder
+from vlfuse.hub import NO_REMOTE_CODE, check_folder
 from vlfuse.registry import ENCODERS
 
 # per model_type: does the tower prepend a CLS token, and the normalisation its released weights use
@@ -50,7 +51,8 @@ class HFVisionConfig:
 
 def _vision_config(cfg: HFVisionConfig) -> PretrainedConfig:
     if cfg.path is not None:
-        hf = AutoConfig.from_pretrained(cfg.path)
+        check_folder(cfg.path, "encoder.path", weights=True)  # no code from the folder, no pickled weights
+        hf = AutoConfig.from_pretrained(cfg.path, **NO_REMOTE_CODE)
     elif cfg.config:
         kwargs = dict(cfg.config)
         hf = AutoConfig.for_model(kwargs.pop("model_type", "clip_vision_model"), **kwargs)
@@ -114,9 +116,10 @@ class HFVisionEncoder(VisionEncoder):
 
 def _load_tower(path: str, vcfg: PretrainedConfig) -> torch.nn.Module:
     """Load a tower from a local folder holding either the tower alone or a full CLIP/SigLIP model."""
-    if not hasattr(AutoConfig.from_pretrained(path), "vision_config"):
-        return AutoModel.from_pretrained(path)
-    full = AutoModel.from_pretrained(path)  # two towers: keep the vision one, with the same keys as alone
+    if not hasattr(AutoConfig.from_pretrained(path, **NO_REMOTE_CODE), "vision_config"):
+        return AutoModel.from_pretrained(path, use_safetensors=True, **NO_REMOTE_CODE)
+    # two towers: keep the vision one, with the same keys as alone
+    full = AutoModel.from_pretrained(path, use_safetensors=True, **NO_REMOTE_CODE)
     tower = AutoModel.from_config(vcfg)
     tower.vision_model.load_state_dict(full.vision_model.state_dict())
     return tower

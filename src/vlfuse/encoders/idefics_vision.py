@@ -3,7 +3,7 @@
 IDEFICS (Laurençon et al., 2023, arXiv:2306.16527) hands its perceiver the last hidden states of every token,
 CLS included, before ``post_layernorm`` (which only the pooled output goes through), so this encoder does too.
 A thin wrapper: the tower is ``transformers``' own module, built from its config; weights come through
-``VLM.from_transformers`` (``convert_xattn``). Reference: ``IdeficsModel.forward`` (``image_hidden_states``).
+``VLM.from_transformers`` (``vlfuse.convert.idefics``). Reference: ``IdeficsModel.forward`` (``image_hidden_states``).
 Shapes: ``C`` channels, ``H W`` pixels, ``P`` patches per image, ``Dv`` tower width.
 """
 

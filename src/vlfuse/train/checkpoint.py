@@ -8,6 +8,7 @@ and RNG state use ``torch.load(weights_only=True)``, which refuses arbitrary obj
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import random
@@ -21,6 +22,8 @@ from safetensors.torch import load_model, save_model
 from transformers import AutoTokenizer
 
 from vlfuse.config import from_dict, to_dict
+from vlfuse.hub import NO_REMOTE_CODE, check_folder
+from vlfuse.loading import build_empty, dtype_name, load_weights, read_safetensors, resolve_dtype
 
 FORMAT_VERSION = 1
 
@@ -89,16 +92,23 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_vlm(directory: str | Path) -> Any:
-    """Rebuild a model saved by ``save_vlm`` and load its safetensors weights (strict)."""
+def load_vlm(directory: str | Path, dtype: torch.dtype | str | None = None, device: str | torch.device = "cpu") -> Any:
+    """Rebuild a model saved by ``save_vlm`` and assign its safetensors weights (strict).
+
+    Parameters are created on ``meta`` and the saved tensors assigned, cast to ``dtype`` (None: each parameter's
+    dtype as ``VLM.from_config`` builds it, i.e. the LLM's ``llm.dtype`` and float32 elsewhere) on ``device``.
+    """
     from vlfuse.model import VLM, VLMConfig
 
-    meta = read_meta(directory)
+    meta = read_meta(directory)  # plain JSON; a clear error for a folder that is not a vlfuse model
+    folder = check_folder(directory, "vlfuse model folder", weights=True)
     config = from_dict(VLMConfig, meta["model"])
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    model = VLM.from_config(config, tokenizer=tokenizer)
-    load_model(model, str(Path(directory) / "model.safetensors"))
-    return model
+    target = resolve_dtype(dtype)
+    if target is not None:
+        config = dataclasses.replace(config, llm=dataclasses.replace(config.llm, dtype=dtype_name(target)))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), **NO_REMOTE_CODE)
+    model = build_empty(lambda: VLM.from_config(config, tokenizer=tokenizer), target)
+    return load_weights(model, read_safetensors(folder, ["model.safetensors"]), dtype=target, device=device)
 
 
 # --- training checkpoints ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Load ``transformers`` BLIP-2 weights into the vlfuse Q-Former (``connectors/qformer.py``).
+"""BLIP-2 (``transformers.Blip2*``) -> vlfuse: the Q-Former loader and ``Blip2ForConditionalGeneration``'s converter.
 
 ``load_blip2_qformer`` takes the state dict of any BLIP-2 model in transformers' layout
 (``Blip2ForConditionalGeneration``, ``Blip2ForImageTextRetrieval``, or ``{"query_tokens": ..., "qformer.<key>":
@@ -6,19 +6,27 @@
 the keys and loads strictly. Only weights transformers has no counterpart for may stay at their initialisation:
 the ITC temperature and the ITG LM head (transformers' retrieval model has neither), and the LLM projection when
 the checkpoint has no ``language_projection``.
-Parity: ``tests/parity/test_qformer_parity.py``, ``tests/parity/test_blip2.py``.
+Li et al., 2023 (arXiv:2301.12597). Parity: ``tests/parity/test_qformer_parity.py``, ``tests/parity/test_blip2.py``.
 Shapes: ``Q`` queries, ``H`` Q-Former width (only weights move here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PretrainedConfig
 
 from vlfuse.connectors.qformer import QFormer, QFormerConfig
-from vlfuse.convert import rename
+from vlfuse.convert.common import Converted, converter, rename, require, tokenizer
+from vlfuse.data.tokenizer import TokenizerConfig
+from vlfuse.encoders.blip2_vision import Blip2VisionEncoderConfig
+from vlfuse.injection.concat import ConcatConfig
+from vlfuse.llm import LLMConfig
+from vlfuse.loading import read_safetensors
+from vlfuse.model import VLMConfig
 
 _ACTS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 # per Q-Former layer: (transformers prefix, vlfuse prefix), relative to the layer
@@ -84,3 +92,30 @@ def load_blip2_qformer(state_dict: Mapping[str, torch.Tensor], config: Any, out_
         raise ValueError(f"BLIP-2 weights do not fit the qformer: missing {missing[:5]}, unexpected {unexpected[:5]}; "
                          "is the config the one these weights were saved with?")
     return module
+
+
+@converter("blip-2")
+def convert_blip2(directory: Path, hf: PretrainedConfig) -> Converted:
+    """``Blip2ForConditionalGeneration`` (decoder-only LLM): ViT -> Q-Former -> linear -> concat -> LM.
+
+    The Q-Former is built for real (its ITC / ITG heads have no transformers counterpart and keep their
+    initialisation); everything else is assigned from the checkpoint.
+    """
+    require(hf.use_decoder_only_language_model,
+            f"BLIP-2 with a {hf.text_config.model_type!r} encoder-decoder LLM is not supported; "
+            "vlfuse's LLM slot takes decoder-only causal LMs")
+    require(hf.image_token_index is not None,
+            "this BLIP-2 config has no image_token_index (an older checkpoint); set it to the id of the tokenizer's "
+            "image token and save again")
+    tok, image_token = tokenizer(directory, hf.image_token_index)
+    config = VLMConfig(encoder=Blip2VisionEncoderConfig(config=hf.vision_config.to_dict()),
+                       connector=qformer_config(hf), injection=ConcatConfig(),
+                       llm=LLMConfig(config=hf.text_config.to_dict()),
+                       tokenizer=TokenizerConfig(image_token=image_token))
+    state = read_safetensors(directory)
+    connector = load_blip2_qformer(state, hf, out_dim=hf.text_config.hidden_size)
+    rest = {k: v for k, v in state.items() if k.startswith(("vision_model.", "language_model.", "lm_head."))}
+    rest = rename(rest, [("vision_model.", "encoder.tower."), ("language_model.model.", "llm.model."),
+                         ("language_model.lm_head.", "llm.lm_head."), ("language_model.", "llm.model."),
+                         ("lm_head.", "llm.lm_head.")])
+    return Converted(config, tok, {**rest, **{f"connector.{k}": v for k, v in connector.state_dict().items()}})
