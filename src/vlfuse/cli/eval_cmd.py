@@ -1,8 +1,8 @@
 """``vlfuse eval --model DIR [--task answers | retrieval] [--data FILE | --seed N --n N] [--json]``.
 
-``answers`` (default): accuracy per skill, exact match and VQAv2-style normalised match. ``retrieval``: image-text recall@1/@5 both ways on
-held-out captioned scenes, for a model with a pre-trained Q-Former (e.g. ``DIR/stages/pretrain`` of the blip2
-recipe).
+``answers`` (default): accuracy per skill, exact match and VQAv2-style normalised match. ``retrieval``:
+image-text recall@1/@5 both ways on held-out captioned scenes, for a model with a pre-trained Q-Former (e.g.
+``DIR/stages/pretrain`` of the blip2 recipe).
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ class Processor:
         ids, labels = list(self.bos), [IGNORE] * len(self.bos)
         for turn in record["conversations"]:
             if turn["from"] == "human":
-                piece = self._ids(f"{USER} {turn['value']} {ASSISTANT}")
+                piece = self._ids(_user_turn(turn["value"]))
                 ids += piece
                 labels += [IGNORE] * len(piece)
             else:
@@ -87,7 +87,7 @@ class Processor:
         if self.chat_template:
             ids = self._ids(self._render([{"role": "user", "content": prompt}], prompt=True))
         else:
-            ids = list(self.bos) + self._ids(f"{USER} {prompt} {ASSISTANT}")
+            ids = list(self.bos) + self._ids(_user_turn(prompt))
         return self._finish(ids, [IGNORE] * len(ids), {"images": list(images), "id": "prompt"})
 
     def _render(self, messages: list[dict[str, str]], prompt: bool) -> str:
@@ -157,6 +157,11 @@ class Processor:
         """Pad a list of examples into a batch: ``input_ids, attention_mask, labels (B, S)``,
         ``pixel_values (N_all, C, H, W)`` (absent when no sample has an image) and ``image_counts (B,)``."""
         return collate(examples, self.tok.pad_token_id, padding_side)
+
+
+def _user_turn(text: str) -> str:
+    """``user : {text} assistant :`` with single spaces (a byte-level BPE makes a token of each extra space)."""
+    return " ".join(p for p in (USER, text.strip(), ASSISTANT) if p)
 
 
 def collate(examples: Sequence[Example], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
