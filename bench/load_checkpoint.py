@@ -35,12 +35,12 @@ LOADERS = ("transformers", "vlfuse", "vlfuse-eager")
 
 
 def save_llava(path: Path) -> int:
-    """A random bf16 LLaVA in ``path`` (weights + word-level tokenizer); returns its parameter count."""
+    """A random bf16 LLaVA in ``path`` (weights + byte-level BPE tokenizer); returns its parameter count."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from vlfuse.data.tokenizer import build_word_tokenizer
+    from vlfuse.data.tokenizer import build_tokenizer
 
-    tok = build_word_tokenizer(WORDS)
+    tok = build_tokenizer(WORDS)
     vocab = 32000  # a real vocabulary's size: the embedding and head weigh what they would
     config = LlavaConfig(vision_config=CLIPVisionConfig(**VISION), text_config=LlamaConfig(vocab_size=vocab, **TEXT),
                          image_token_id=tok.convert_tokens_to_ids("<image>"), projector_hidden_act="gelu")

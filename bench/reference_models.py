@@ -38,7 +38,7 @@ from transformers.models.mllama.processing_mllama import (
 )
 
 from vlfuse import VLM
-from vlfuse.data.tokenizer import build_word_tokenizer
+from vlfuse.data.tokenizer import build_tokenizer
 
 WORDS = ["what", "color", "is", "the", "circle", "square", "?", "red", "blue", "left", "of", "and", "a", "yes", "no"]
 QUESTION = "what color is the circle ?".split()
@@ -147,7 +147,7 @@ def build_hf(family: str, size: Size) -> tuple[PreTrainedModel, Any]:
     """``(random HF model of `family`, its word-level tokenizer)``."""
     if family not in FAMILIES:
         raise ValueError(f"family={family!r}; choose one of {', '.join(FAMILIES)}")
-    tok = build_word_tokenizer(WORDS)
+    tok = build_tokenizer(WORDS)
     return (build_mllama if family == "mllama" else build_idefics)(size, tok), tok
 
 

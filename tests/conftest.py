@@ -54,7 +54,7 @@ def tiny_vlm_config(**overrides):
 
 
 def tiny_vlm(**overrides):
-    from vlfuse.data.tokenizer import build_word_tokenizer
+    from vlfuse.data.tokenizer import build_tokenizer
     from vlfuse.model import VLM
 
-    return VLM.from_config(tiny_vlm_config(**overrides), tokenizer=build_word_tokenizer(WORDS))
+    return VLM.from_config(tiny_vlm_config(**overrides), tokenizer=build_tokenizer(WORDS))

@@ -12,10 +12,11 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_python_example_runs(tmp_path, capsys):
-    from vlfuse.data.scenes import ScenesConfig, scene_vocabulary
+    from vlfuse.data.dataset import scene_texts
+    from vlfuse.data.scenes import ScenesConfig
     from vlfuse.model import VLM
 
-    model = VLM.from_config(tiny_vlm_config(), words=scene_vocabulary(ScenesConfig()))
+    model = VLM.from_config(tiny_vlm_config(), texts=scene_texts(ScenesConfig()))
     model.save_pretrained(str(tmp_path / "demo"))
     _save_tiny_llava(tmp_path / "llava")
     code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)

@@ -1,7 +1,9 @@
-"""Exact-match evaluation per skill: greedy answers (batched, KV-cached) to held-out questions.
+"""Accuracy per skill of greedy answers (batched, KV-cached) to held-out questions, two ways.
 
-A record's question is its first human turn, its reference the first gpt turn; records without a ``"skill"``
-count under ``"all"``. Shapes: ``B`` batch, ``G`` generated tokens.
+``accuracy`` is exact match (case and punctuation count, whitespace does not); ``accuracy_normalised`` matches
+after VQAv2-style normalisation (lower case, no punctuation or articles, number words as digits:
+``vlfuse.data.answers``). A record's question is its first human turn, its reference the first gpt turn; records
+without a ``"skill"`` count under ``"all"``. Shapes: ``B`` batch, ``G`` generated tokens.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ def question_answer(record: dict[str, Any]) -> tuple[str, str]:
 @torch.no_grad()
 def evaluate(model: VLM, records: Sequence[dict[str, Any]], batch_size: int = 100,
              keep_predictions: bool = False) -> dict[str, Any]:
-    """``{"accuracy": {skill: fraction}, "n": total, "count": {skill: n}}`` (+ ``"predictions"`` if asked)."""
+    """``{"accuracy": {skill: exact-match fraction}, "accuracy_normalised": {skill: fraction}, "n": total,
+    "count": {skill: n}}`` (+ ``"predictions"`` if asked)."""
     proc = model.processor()
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     hits: dict[str, int] = defaultdict(int)
+    loose: dict[str, int] = defaultdict(int)  # normalised-match hits
     counts: dict[str, int] = defaultdict(int)
     predictions = []
     for start in range(0, len(records), batch_size):
@@ -51,14 +55,16 @@ def evaluate(model: VLM, records: Sequence[dict[str, Any]], batch_size: int = 10
         for r, (q, gold), pred in zip(chunk, qa, texts):
             skill = str(r.get("skill", "all"))
             counts[skill] += 1
-            ok = answer_matches(pred, gold)
+            ok, ok_normalised = answer_matches(pred, gold), answer_matches(pred, gold, normalised=True)
             hits[skill] += int(ok)
+            loose[skill] += int(ok_normalised)
             if keep_predictions:
                 predictions.append({"id": r.get("id"), "skill": skill, "question": q, "answer": gold,
-                                    "prediction": pred.strip(), "correct": ok})
+                                    "prediction": pred.strip(), "correct": ok, "correct_normalised": ok_normalised})
     model.train(was_training)
     result: dict[str, Any] = {
         "accuracy": {s: hits[s] / counts[s] for s in sorted(counts)},
+        "accuracy_normalised": {s: loose[s] / counts[s] for s in sorted(counts)},
         "n": sum(counts.values()),
         "count": dict(sorted(counts.items())),
     }
@@ -68,15 +74,20 @@ def evaluate(model: VLM, records: Sequence[dict[str, Any]], batch_size: int = 10
 
 
 def accuracy_table(result: dict[str, Any], title: str = "accuracy per skill") -> Table:
-    """A ``rich`` table: skill, accuracy, samples."""
+    """A ``rich`` table: skill, exact-match accuracy, normalised-match accuracy (when present), samples."""
     table = Table(title=title)
     table.add_column("skill")
-    table.add_column("accuracy", justify="right")
+    table.add_column("exact", justify="right")
+    normalised = result.get("accuracy_normalised")
+    if normalised is not None:
+        table.add_column("normalised", justify="right")
     table.add_column("n", justify="right")
     for skill, acc in result["accuracy"].items():
-        table.add_row(skill, f"{100 * acc:.1f}%", str(result["count"][skill]))
+        loose = [f"{100 * normalised[skill]:.1f}%"] if normalised is not None else []
+        table.add_row(skill, f"{100 * acc:.1f}%", *loose, str(result["count"][skill]))
     return table
 
 
 def print_table(result: dict[str, Any], title: str = "accuracy per skill") -> None:
+    """Print ``accuracy_table``: exact and normalised match per skill."""
     Console().print(accuracy_table(result, title))

@@ -97,7 +97,11 @@ def generate_ids(model: VLM, batch: dict[str, torch.Tensor], max_new_tokens: int
 
 def generate_text(model: VLM, prompt: str, images: list[Any], max_new_tokens: int = 32, temperature: float = 0.0,
                   top_p: float = 1.0, seed: int | None = None, stream: Callable[[str], None] | None = None) -> str:
-    """Answer one prompt about ``images``; ``stream`` receives the text as it grows (new pieces only)."""
+    """Answer one prompt about ``images``; ``stream`` receives the text as it grows (new pieces only).
+
+    The answer is the tokenizer's decode of the new tokens, stripped: the built-in byte-level BPE decodes to
+    exactly the text it was trained to write ("Seven.", never "Seven ."); a local tokenizer decodes its own way.
+    """
     check_sampling(max_new_tokens, temperature, top_p)
     proc = model.processor()
     device = next(model.parameters()).device
@@ -112,7 +116,9 @@ def generate_text(model: VLM, prompt: str, images: list[Any], max_new_tokens: in
         if stream is None or int(tok[0]) == eos:
             return
         seen.append(int(tok[0]))
-        text = model.tokenizer.decode(seen, skip_special_tokens=True)
+        text = model.tokenizer.decode(seen, skip_special_tokens=True).strip()  # as the returned text
+        if text.endswith("\ufffd"):
+            return  # a character's bytes are still arriving (byte-level tokens); show it once it is whole
         stream(text[len(shown):])
         shown = text
 
@@ -120,4 +126,7 @@ def generate_text(model: VLM, prompt: str, images: list[Any], max_new_tokens: in
     model.eval()
     ids = generate_ids(model, batch, max_new_tokens, temperature, top_p, eos, generator, on_token)
     model.train(was_training)
-    return model.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+    text = model.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+    if stream is not None and len(text) > len(shown):
+        stream(text[len(shown):])  # what was held back at the end (an incomplete character)
+    return text

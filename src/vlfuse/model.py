@@ -72,14 +72,16 @@ class VLM(nn.Module):
 
     @classmethod
     def from_config(cls, config: VLMConfig, tokenizer: PreTrainedTokenizerBase | None = None,
-                    words: list[str] | None = None) -> VLM:
-        """Build every slot from ``config``; the built-in tokenizer covers ``words`` (default: the scenes)."""
+                    texts: list[str] | None = None) -> VLM:
+        """Build every slot from ``config``; the built-in BPE tokenizer trains on ``texts`` (default: the words
+        of the default scenes), unless ``tokenizer`` is given or ``config.tokenizer.path`` names a folder."""
         if tokenizer is None:
-            if words is None and config.tokenizer.path is None:
-                from vlfuse.data.scenes import ScenesConfig, scene_vocabulary
+            if texts is None and config.tokenizer.path is None:
+                from vlfuse.data.dataset import scene_texts
+                from vlfuse.data.scenes import ScenesConfig
 
-                words = scene_vocabulary(ScenesConfig())
-            tokenizer = load_tokenizer(config.tokenizer, words or [])
+                texts = scene_texts(ScenesConfig())
+            tokenizer = load_tokenizer(config.tokenizer, texts or [])
         encoder = ENCODERS.build(config.encoder)
         llm = build_llm(config.llm, vocab_size=len(tokenizer))
         injector = INJECTIONS.build(config.injection, llm)

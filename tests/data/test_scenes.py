@@ -220,7 +220,9 @@ def test_long_words_are_fine_without_ocr():
 
 def test_answer_matching_normalises_case_and_spaces():
     assert normalize_answer("  Red \n ") == "red"
-    assert answer_matches("A small  RED circle .", "a small red circle .")
+    assert answer_matches("a small  red circle .", "a small red circle .")
+    assert not answer_matches("A small RED circle .", "a small red circle .")  # exact: case counts
+    assert answer_matches("A small RED circle .", "a small red circle .", normalised=True)
     assert not answer_matches("red circle", "red")
 
 

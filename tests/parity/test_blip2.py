@@ -10,7 +10,7 @@ from tests.conftest import WORDS
 from tests.parity.test_qformer_parity import TINY_TEXT, tiny_blip2_config
 from vlfuse import VLM
 from vlfuse.convert.blip2 import load_blip2_qformer
-from vlfuse.data.tokenizer import build_word_tokenizer
+from vlfuse.data.tokenizer import build_tokenizer
 from vlfuse.objectives.itc import image_features, similarity, text_features
 from vlfuse.objectives.itm import itm_logits
 
@@ -38,7 +38,7 @@ def test_retrieval_itm_logits_and_itc_similarities_match_transformers():
 
 
 def _save_tiny_blip2(path):
-    tok = build_word_tokenizer(WORDS)
+    tok = build_tokenizer(WORDS)
     cfg = tiny_blip2_config()
     text = {k: v for k, v in TINY_TEXT.items() if k not in ("model_type", "vocab_size")}
     cfg.text_config = LlamaConfig(vocab_size=len(tok), **text)

@@ -17,11 +17,11 @@ from transformers.models.idefics.processing_idefics import (
 from tests.conftest import WORDS
 from tests.parity.test_perceiver_parity import randomize
 from vlfuse import VLM
-from vlfuse.data.tokenizer import build_word_tokenizer
+from vlfuse.data.tokenizer import build_tokenizer
 
 
 def save_tiny_idefics(path, alpha_type: str, qk_norm: bool):
-    tok = build_word_tokenizer(WORDS)
+    tok = build_tokenizer(WORDS)
     vision = {"embed_dim": 24, "image_size": 8, "patch_size": 2, "num_hidden_layers": 1, "num_attention_heads": 2,
               "intermediate_size": 48}
     perceiver = {"use_resampler": True, "resampler_n_latents": 4, "resampler_depth": 1, "resampler_n_heads": 2,

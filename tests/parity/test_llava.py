@@ -7,11 +7,11 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForCon
 
 from tests.conftest import TINY_CLIP_VISION, TINY_LLAMA, WORDS
 from vlfuse import VLM
-from vlfuse.data.tokenizer import build_word_tokenizer
+from vlfuse.data.tokenizer import build_tokenizer
 
 
 def _save_tiny_llava(path):
-    tok = build_word_tokenizer(WORDS)
+    tok = build_tokenizer(WORDS)
     image_id = tok.convert_tokens_to_ids("<image>")
     vision = {k: v for k, v in TINY_CLIP_VISION.items() if k != "model_type"}
     text = {k: v for k, v in TINY_LLAMA.items() if k != "model_type"}

@@ -17,7 +17,7 @@ from tests.conftest import WORDS
 from tests.parity.test_perceiver_parity import randomize
 from vlfuse import VLM
 from vlfuse.convert.mllama import mllama_layer_plan
-from vlfuse.data.tokenizer import build_word_tokenizer
+from vlfuse.data.tokenizer import build_tokenizer
 
 VISION = {"hidden_size": 32, "image_size": 8, "patch_size": 2, "num_hidden_layers": 2, "num_global_layers": 1,
           "attention_heads": 2, "intermediate_size": 64, "vision_output_dim": 64, "intermediate_layers_indices": [0],
@@ -25,7 +25,7 @@ VISION = {"hidden_size": 32, "image_size": 8, "patch_size": 2, "num_hidden_layer
 
 
 def save_tiny_mllama(path):
-    tok = build_word_tokenizer(WORDS)
+    tok = build_tokenizer(WORDS)
     text = {"vocab_size": len(tok), "hidden_size": 32, "num_hidden_layers": 5, "num_attention_heads": 4,
             "num_key_value_heads": 2, "intermediate_size": 64, "cross_attention_layers": [1, 3],
             "max_position_embeddings": 64, "pad_token_id": tok.pad_token_id, "bos_token_id": tok.bos_token_id,

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.conftest import WORDS
 from vlfuse.data.collate import IGNORE, Processor
-from vlfuse.data.tokenizer import build_word_tokenizer
+from vlfuse.data.tokenizer import build_tokenizer
 from vlfuse.data.transforms import ImageTransform
 
 K = 3  # positions per image in these tests
@@ -19,7 +19,7 @@ K = 3  # positions per image in these tests
 
 @pytest.fixture(scope="module")
 def tok():
-    return build_word_tokenizer(WORDS)
+    return build_tokenizer(WORDS)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def turns(*pairs: str) -> list[dict]:
 
 
 def words(tok, ids: list[int]) -> list[str]:
-    return tok.convert_ids_to_tokens(ids)
+    return [t.removeprefix("Ġ") for t in tok.convert_ids_to_tokens(ids)]  # "Ġ": the byte-level BPE's space
 
 
 def answer_words(tok, labels: list[int]) -> list[str]:
@@ -46,7 +46,8 @@ def test_single_turn_template_and_labels(tok, proc):
     )
     expected = "<s> user : <image> <image> <image> what color is the circle ? assistant : red </s>".split()
     assert words(tok, e.input_ids) == expected
-    assert tok.decode(e.input_ids) == " ".join(expected)
+    # the byte-level decode is exact; <image> strips the spaces around it when encoding
+    assert tok.decode(e.input_ids) == "<s> user :<image><image><image> what color is the circle ? assistant : red</s>"
     assert e.labels[:-2] == [IGNORE] * (len(expected) - 2)  # prompt and image tokens are never targets
     assert words(tok, e.labels[-2:]) == ["red", "</s>"]
     assert e.id == "a" and len(e.images) == 1 and e.images[0].shape == (3, 8, 8)

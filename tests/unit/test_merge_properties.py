@@ -19,7 +19,7 @@ from torch import nn
 
 from tests.conftest import WORDS, tiny_vlm
 from vlfuse.data.collate import IGNORE, Processor, collate
-from vlfuse.data.tokenizer import build_word_tokenizer
+from vlfuse.data.tokenizer import build_tokenizer
 from vlfuse.injection.concat import ConcatConfig, ConcatInjector
 
 IMAGE = "<image>"
@@ -66,7 +66,9 @@ def record(turns: list[list[list[str]]], rid: str, images: list[torch.Tensor]) -
 
 def expected_items(turns: list[list[list[str]]], tok, first_image: int, v: int) -> list[tuple]:
     """The sample's positions, built from the template by hand: ``("text", id, label)`` or ``("image", n, v)``."""
-    ids = tok.convert_tokens_to_ids
+    def ids(word: str) -> int:  # a word inside a sentence: the byte-level BPE's token for " word"
+        return tok.convert_tokens_to_ids(f"Ġ{word}")
+
     items: list[tuple] = [("text", tok.bos_token_id, IGNORE)]
     n = first_image
     for question, answer in turns:
@@ -82,7 +84,7 @@ def expected_items(turns: list[list[list[str]]], tok, first_image: int, v: int) 
 
 @cache
 def word_tokenizer():
-    return build_word_tokenizer(WORDS)
+    return build_tokenizer(WORDS)
 
 
 @PROPERTY

@@ -1,4 +1,8 @@
-"""``vlfuse data scenes --out DIR --n N [--seed S] [--set key=value]``: write built-in scenes in LLaVA format."""
+"""``vlfuse data scenes|natural --out DIR --n N [--seed S] [--set key=value]``: write a dataset in LLaVA format.
+
+``scenes``: the built-in scenes. ``natural``: the same scenes asked and answered in natural language
+(``vlfuse.data.natural``: "What colour is the circle?" -> "Red."), with the demo recipe's scenes settings.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--name", default="data.json", help="JSON file name inside --out")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="scenes setting, e.g. --set max_objects=4 --set image_size=48")
-    s.set_defaults(func=run)
+    s.set_defaults(func=run, natural=False)
+    t = kinds.add_parser("natural", help="the scenes in natural language (capitals, punctuation, synonyms)")
+    t.add_argument("--out", required=True)
+    t.add_argument("--n", type=int, default=4000)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--name", default="data.json", help="JSON file name inside --out")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="scenes setting over the natural defaults, e.g. --set extra_turns=0")
+    t.set_defaults(func=run, natural=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,8 +44,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n {args.n}: need at least 1 sample")
     if Path(args.name).name != args.name or not args.name:
         raise ValueError(f"--name {args.name!r} must be a plain file name inside --out (no folders)")
-    config = load_config(ScenesConfig, None, args.overrides)
-    records = generate(config, args.n, args.seed)
+    if args.natural:
+        from vlfuse.data.natural import NATURAL_SCENES, generate_natural
+
+        config = load_config(ScenesConfig, None, args.overrides, base=NATURAL_SCENES)
+        records = generate_natural(config, args.n, args.seed)
+    else:
+        records = generate(load_config(ScenesConfig, None, args.overrides), args.n, args.seed)
     path = write_llava(records, args.out, args.name)
     mix = Counter(r.get("skill") for r in records)
     print(f"wrote {len(records)} samples to {path} ({', '.join(f'{k} {v}' for k, v in sorted(mix.items()))})")

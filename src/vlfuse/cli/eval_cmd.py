@@ -4,9 +4,9 @@
 any is scored and must stay inside the data root unless ``--allow-outside-root``. Images are resized as the model's
 config says (``image.resize``: pad, crop or stretch), which a line on stderr repeats.
 
-``answers`` (default): exact-match accuracy per skill. ``retrieval``: image-text recall@1/@5 both ways on
-held-out captioned scenes, for a model with a pre-trained Q-Former (e.g. ``DIR/stages/pretrain`` of the blip2
-recipe).
+``answers`` (default): accuracy per skill, exact match and VQAv2-style normalised match. ``retrieval``:
+image-text recall@1/@5 both ways on held-out captioned scenes, for a model with a pre-trained Q-Former (e.g.
+``DIR/stages/pretrain`` of the blip2 recipe).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         records = generate(_scenes_config(model_dir(args.model)), _scenes_n(args), args.seed)
     result = evaluate(model, records, args.batch_size)
     if args.json:
-        print(json.dumps({"accuracy": result["accuracy"], "n": result["n"], "count": result["count"]}))
+        print(json.dumps({k: result[k] for k in ("accuracy", "accuracy_normalised", "n", "count")}))
     else:
         print_table(result)
     return 0

@@ -59,6 +59,7 @@ def train_phase(cell: Path) -> dict[str, Any]:
     samples = sum(batch[m["stage"]] for m in steps)
     device = next(model.parameters()).device
     record = {"design": spec["design"], "seed": spec["seed"], "accuracy": result["accuracy"],
+              "accuracy_normalised": result["accuracy_normalised"],
               "eval_samples": result["n"], "train_samples": samples, "train_seconds": round(seconds, 2),
               "train_samples_per_s": samples / max(seconds, 1e-9), "peak_memory_bytes": peak_memory_bytes(device),
               "memory_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss"}

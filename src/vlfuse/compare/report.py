@@ -1,6 +1,7 @@
 """Gather cell results into ``results.json`` / ``results.md``, a ``rich`` table and two plots.
 
-Per design: accuracy per skill (mean and std over seeds), visual tokens per image in the LLM context,
+Per design: accuracy per skill (mean and std over seeds; ``accuracy`` exact match, the one the tables show, and
+``accuracy_normalised`` after VQAv2-style normalisation), visual tokens per image in the LLM context,
 parameters added and trained, training samples/s, prefill latency and decode ms/token with 1 and 8 images,
 KV-cache bytes at the end of the prompt, and peak memory. Everything here is computed from the cells' files,
 so gathering twice gives the same bytes.
@@ -45,6 +46,8 @@ def gather(cells: list[dict[str, Any]], quick: bool, device: str) -> dict[str, A
             "visual_tokens": first["visual_tokens"], "params_added": first["params_added"],
             "params_trained": first["params_trained"], "params_total": first["params_total"],
             "accuracy": {s: mean_std([c["accuracy"].get(s, 0.0) for c in runs]) for s in skills},
+            "accuracy_normalised": {s: mean_std([c.get("accuracy_normalised", c["accuracy"]).get(s, 0.0) for c in runs])
+                                    for s in skills},  # cells written before it existed: their exact match
             **{k: mean_std([c[k] for c in runs]) for k in COST_KEYS},
             "memory_kind": first["memory_kind"], "seeds": {str(c["seed"]): c for c in runs},
         }
@@ -90,7 +93,7 @@ def tables(results: dict[str, Any]) -> list[Table]:
     head, body = rows(results)
     n_acc = len(head) - 5  # design, tokens/img, params added, trained, skills... | 5 cost columns
     title = f"vlfuse compare ({'quick' if results['quick'] else 'full'})"
-    parts = [(f"{title}: accuracy % (mean ± std over seeds {results['seeds']})", [0, 1, *range(4, n_acc)]),
+    parts = [(f"{title}: exact-match accuracy % (mean ± std over seeds {results['seeds']})", [0, 1, *range(4, n_acc)]),
              (f"{title}: cost", [0, 2, 3, *range(n_acc, len(head))])]
     out = []
     for name, cols in parts:
@@ -109,7 +112,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in body]
     mach = results["machine"]
     where = mach["gpu"] or f"{mach['cores']} CPU cores ({mach['cpu']})"
-    return (f"Accuracy in % (mean ± std over seeds {results['seeds']}); latency medians on {where}, "
+    return (f"Exact-match accuracy in % (mean ± std over seeds {results['seeds']}); latency medians on {where}, "
             f"torch {mach['torch']}.\n\n" + "\n".join(lines) + "\n")
 
 

@@ -1,8 +1,10 @@
 """Conversations to training batches: chat template, ``<image>`` expansion, labels, padding.
 
-The template is plain text, ``<s> user : {question} assistant : {answer} </s>`` per turn, so the built-in word
-tokenizer and any ``AutoTokenizer`` read it alike. Each ``<image>`` becomes ``k`` image tokens, where ``k`` is the
-injection's ``placeholder_tokens(V)``. Labels are -100 on prompt, padding and image positions.
+A tokenizer with a chat template of its own (a real LLM's) formats the conversation with it: the template decides
+where each answer starts, and the answer's tokens plus the end of its turn (EOS) are the targets. Any other
+tokenizer (the built-in BPE) gets a plain-text template, ``<s> user : {question} assistant : {answer} </s>`` per
+turn. Each ``<image>`` becomes ``k`` image tokens, where ``k`` is the injection's ``placeholder_tokens(V)``.
+Labels are -100 on everything else: prompts, template text, padding and image positions.
 Shapes: ``B`` batch, ``S`` padded sequence length, ``N_all`` images in the batch, ``C H W`` pixels.
 """
 
@@ -59,12 +61,19 @@ class Processor:
     def _ids(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False).input_ids
 
+    @property
+    def chat_template(self) -> bool:
+        """Whether the tokenizer formats conversations itself (``tokenizer.chat_template``)."""
+        return bool(getattr(self.tok, "chat_template", None))
+
     def encode(self, record: dict[str, Any]) -> Example:
         """A whole conversation; every ``gpt`` turn (plus EOS) is a target."""
+        if self.chat_template:
+            return self._encode_chat(record)
         ids, labels = list(self.bos), [IGNORE] * len(self.bos)
         for turn in record["conversations"]:
             if turn["from"] == "human":
-                piece = self._ids(f"{USER} {turn['value']} {ASSISTANT}")
+                piece = self._ids(_user_turn(turn["value"]))
                 ids += piece
                 labels += [IGNORE] * len(piece)
             else:
@@ -74,9 +83,43 @@ class Processor:
         return self._finish(ids, labels, record)
 
     def encode_prompt(self, prompt: str, images: Sequence[Any] = ()) -> Example:
-        """A generation prompt: one user turn followed by ``assistant :``."""
-        ids = list(self.bos) + self._ids(f"{USER} {prompt} {ASSISTANT}")
+        """A generation prompt: one user turn followed by the start of the assistant's (``assistant :``)."""
+        if self.chat_template:
+            ids = self._ids(self._render([{"role": "user", "content": prompt}], prompt=True))
+        else:
+            ids = list(self.bos) + self._ids(_user_turn(prompt))
         return self._finish(ids, [IGNORE] * len(ids), {"images": list(images), "id": "prompt"})
+
+    def _render(self, messages: list[dict[str, str]], prompt: bool) -> str:
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+
+    def _encode_chat(self, record: dict[str, Any]) -> Example:
+        """Render with the tokenizer's template; an answer's span is what its turn adds after the prompt up to
+        its content's end, then the template's closing text up to EOS (EOS itself when the template has none)."""
+        roles = {"human": "user", "gpt": "assistant", "system": "system"}
+        messages = [{"role": roles.get(t["from"], t["from"]), "content": t["value"]} for t in record["conversations"]]
+        whole = self._render(messages, False)
+        ids: list[int] = []
+        labels: list[int] = []
+        cursor = 0  # characters of ``whole`` encoded so far
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant":
+                continue
+            prompt, full = self._render(messages[:i], True), self._render(messages[: i + 1], False)
+            end = full.find(m["content"], len(prompt)) + len(m["content"])
+            if not (whole.startswith(full) and full.startswith(prompt)) or end < len(m["content"]):
+                raise ValueError(f"sample {record.get('id', '?')!r}: the tokenizer's chat template does not render "
+                                 "a conversation as each prompt followed by its answer; use a template that does, "
+                                 "or remove chat_template from tokenizer_config.json to use the plain one")
+            piece, answer, tail = (self._ids(whole[a:b]) for a, b in
+                                   ((cursor, len(prompt)), (len(prompt), end), (end, len(full))))
+            closing = tail[: tail.index(self.eos[0]) + 1] if self.eos[0] in tail else self.eos
+            after = tail[len(closing):] if closing is not self.eos else tail
+            ids += piece + answer + closing + after
+            labels += [IGNORE] * len(piece) + answer + closing + [IGNORE] * len(after)
+            cursor = len(full)
+        rest = self._ids(whole[cursor:])
+        return self._finish(ids + rest, labels + [IGNORE] * len(rest), record)
 
     def _finish(self, ids: list[int], labels: list[int], record: dict[str, Any]) -> Example:
         images = record_images(record)
@@ -114,6 +157,11 @@ class Processor:
         """Pad a list of examples into a batch: ``input_ids, attention_mask, labels (B, S)``,
         ``pixel_values (N_all, C, H, W)`` (absent when no sample has an image) and ``image_counts (B,)``."""
         return collate(examples, self.tok.pad_token_id, padding_side)
+
+
+def _user_turn(text: str) -> str:
+    """``user : {text} assistant :`` with single spaces (a byte-level BPE makes a token of each extra space)."""
+    return " ".join(p for p in (USER, text.strip(), ASSISTANT) if p)
 
 
 def collate(examples: Sequence[Example], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:

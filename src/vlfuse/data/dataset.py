@@ -53,13 +53,17 @@ def read_file(path: str, image_folder: str | None, limit: int | None, limit_name
     return records
 
 
-def record_words(records: Sequence[dict[str, Any]], image_token: str = "<image>") -> list[str]:
-    """Every whitespace-separated lower-case word of the conversations (a word-level vocabulary)."""
-    words: set[str] = set()
-    for r in records:
-        for turn in r["conversations"]:
-            words.update(w for w in turn["value"].lower().split() if w != image_token)
-    return sorted(words)
+def record_texts(records: Sequence[dict[str, Any]], image_token: str = "<image>") -> list[str]:
+    """The text of every turn, ``image_token`` taken out: what the built-in BPE tokenizer trains on."""
+    return [turn["value"].replace(image_token, " ") for r in records for turn in r["conversations"]]
+
+
+def scene_texts(scenes: Any) -> list[str]:
+    """Every word the scenes can write (``scenes`` is a ``ScenesConfig``), each as it appears in a sentence
+    (``" circle"``), so the BPE learns each one as a single token."""
+    from vlfuse.data.scenes import scene_vocabulary
+
+    return [f" {w}" for w in scene_vocabulary(scenes)]
 
 
 class EncodedDataset:

@@ -281,6 +281,9 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def answer_matches(pred: str, gold: str) -> bool:
-    """Exact match after ``normalize_answer``."""
-    return normalize_answer(pred) == normalize_answer(gold)
+def answer_matches(pred: str, gold: str, normalised: bool = False) -> bool:
+    """Exact match (case and punctuation count; whitespace does not), or the VQAv2-style normalised match
+    (``vlfuse.data.answers``): the scenes' answers are lower case, so both agree on them."""
+    from vlfuse.data.answers import answer_matches as match
+
+    return match(pred, gold, normalised)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlfuse.data.dataset import EncodedDataset, load_records, record_words
+from vlfuse.data.dataset import EncodedDataset, load_records, record_texts, scene_texts
 from vlfuse.model import VLM
 from vlfuse.objectives.stage import objective
 from vlfuse.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -114,18 +114,16 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(run: RunConfig, records: list[dict[str, Any]]) -> VLM:
-    """The run's model; the built-in word tokenizer covers the scenes vocabulary or the data's words (of every
-    stage's data, when a stage reads its own)."""
-    from vlfuse.data.scenes import scene_vocabulary
-
-    words: set[str] = set()
+    """The run's model; the built-in BPE tokenizer trains on the scenes' words or the data's text (of every
+    stage's data, when a stage reads its own), in a fixed order, so the same run gives the same tokenizer."""
+    texts: list[str] = []
     for data in [run.data, *(run.stage_data(s) for s in run.stages if s.data)]:
         if data.source == "scenes":
-            words |= set(scene_vocabulary(data.scenes))
-        else:
-            words |= set(record_words(records if data is run.data else load_records(data, "train"),
-                                      run.model.tokenizer.image_token))
-    return VLM.from_config(run.model, words=sorted(words))
+            texts += scene_texts(data.scenes)
+        elif run.model.tokenizer.path is None:
+            texts += record_texts(records if data is run.data else load_records(data, "train"),
+                                  run.model.tokenizer.image_token)
+    return VLM.from_config(run.model, texts=texts)
 
 
 def train(run: RunConfig, out_dir: str | Path, resume: bool = False, stop_after: int | None = None,
