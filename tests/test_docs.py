@@ -66,3 +66,19 @@ def test_docs_say_what_a_probe_studies_not_when_it_ran():
     for path in [*_markdown_files(), *sorted((ROOT / "docs").rglob("*.py")), *sorted((ROOT / "docs").rglob("*.yaml"))]:
         hits = [line for line in path.read_text().splitlines() if dated.search(line)]
         assert not hits, f"{path.relative_to(ROOT)}: {hits[:2]}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "docs" / "studies" / "probes").glob("*")), ids=lambda p: p.name)
+def test_every_probe_names_itself_in_its_usage_and_is_cited_by_a_study(path):
+    """A probe's header command runs the probe under its own name, and a study page says what it found."""
+    from vlfuse.config import load_config
+    from vlfuse.train.config import RunConfig
+
+    text = path.read_text()
+    head = text[:1200]
+    rel = f"docs/studies/probes/{path.name}"
+    assert rel in head, f"{path.name}: its usage line should name {rel}"
+    studies = " ".join(p.read_text() for p in (ROOT / "docs" / "studies").glob("*.md"))
+    assert path.name in studies, f"{path.name} is cited by no page in docs/studies/"
+    if path.suffix == ".yaml":
+        load_config(RunConfig, str(path))  # a probe config still loads (an unknown key would raise)
