@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlfuse.compare.report import gather, tables, write_all
+    from vlfuse.compare.report import gather, print_tables, write_all
     from vlfuse.compare.runner import Grid, run_grid
 
     if args.list:
@@ -59,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
     else:
-        for t in tables(results):
-            console.print(t)
+        print_tables(results, console)
         console.print(f"wall time {time.perf_counter() - t0:.0f} s; files: " + ", ".join(str(f) for f in files))
     return 0

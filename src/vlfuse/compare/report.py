@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from vlfuse.compare.cell import IMAGE_COUNTS, write_json
@@ -98,12 +100,28 @@ def tables(results: dict[str, Any]) -> list[Table]:
     out = []
     for name, cols in parts:
         t = Table(title=name)
-        for i in cols:
-            t.add_column(head[i], justify="left" if i == 0 else "right")
+        for i in cols:  # a cell never wraps or ends in "…": print_tables widens the console instead
+            t.add_column(head[i], justify="left" if i == 0 else "right", no_wrap=True)
         for r in body:
             t.add_row(*[r[i] for i in cols])
         out.append(t)
     return out
+
+
+def print_tables(results: dict[str, Any], console: Console) -> None:
+    """Print the results whole: every design name and number in full, whatever the console's width.
+
+    Not a terminal (a log, a pipe, CI): the ``results.md`` table, one line per design. A terminal: the two
+    ``rich`` tables, each on a console as wide as the table needs (rich would otherwise shorten cells to ``…``
+    to fit the terminal, so ``llava-linear`` and ``llava-mlp`` would both read ``llava-…``).
+    """
+    if not console.is_terminal:
+        console.print(markdown(results), markup=False, highlight=False, soft_wrap=True)
+        return
+    for t in tables(results):
+        wide = console.options.update_width(10_000)
+        width = max(console.width, Measurement.get(console, wide, t).maximum)
+        Console(file=console.file, width=width, force_terminal=True, color_system=console.color_system).print(t)
 
 
 def markdown(results: dict[str, Any]) -> str:

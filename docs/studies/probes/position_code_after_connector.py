@@ -1,7 +1,10 @@
-"""Probe (session 5): the vlfuse CLI with a fixed 2-D sine-cosine code added to every visual token after the
-connector, at the tokens' own RMS scale (``POS_SCALE`` times it). Not a shipped option: it did not help (README).
+"""Probe: the vlfuse CLI with a fixed 2-D sine-cosine code added to every visual token after the
+connector, at the tokens' own RMS scale (``POS_SCALE`` times it). Not a shipped option: it did not help.
 
-    python docs/recipe-probes/s5_pos_after_connector.py train --config docs/recipe-probes/s5-curpos.yaml --out DIR
+    python docs/studies/probes/position_code_after_connector.py train \
+        --config docs/studies/probes/warmup-with-position.yaml --out DIR
+
+Findings: docs/studies/demo-recipe.md.
 """
 
 import math

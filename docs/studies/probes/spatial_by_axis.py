@@ -1,7 +1,9 @@
-"""Probe (session 6): a trained scenes model's spatial and position accuracy on a large held-out set of those
+"""Probe: a trained scenes model's spatial and position accuracy on a large held-out set of those
 two skills only, split by answer, so a few points of difference are signal rather than noise.
 
-    python docs/recipe-probes/s6_spatial.py RUN [N]   # N spatial and N position questions (default 500)
+    python docs/studies/probes/spatial_by_axis.py RUN [N]   # N spatial and N position questions (default 500)
+
+Findings: docs/studies/llm-init-and-spatial-attention.md.
 """
 
 import sys

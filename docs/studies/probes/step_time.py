@@ -1,7 +1,9 @@
-"""Probe (session 5): milliseconds per training step of a run config, one torch thread, 20 steps after 5 warm-up
+"""Probe: milliseconds per training step of a run config, one torch thread, 20 steps after 5 warm-up
 steps, with the data and the vision forward timed apart.
 
-    python docs/recipe-probes/s5_step_time.py CONFIG.yaml [key=value ...]   # overrides as in --set
+    python docs/studies/probes/step_time.py CONFIG.yaml [key=value ...]   # overrides as in --set
+
+Findings: docs/studies/demo-recipe.md.
 """
 
 import sys

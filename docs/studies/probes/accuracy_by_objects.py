@@ -1,6 +1,8 @@
-"""Probe (session 5): a trained scenes model's held-out accuracy per (skill, objects in the image).
+"""Probe: a trained scenes model's held-out accuracy per (skill, objects in the image).
 
-    python docs/recipe-probes/s5_by_objects.py RUN [N] [SKILL]   # SKILL: also print each question of that skill
+    python docs/studies/probes/accuracy_by_objects.py RUN [N] [SKILL]   # SKILL: also print each question of that skill
+
+Findings: docs/studies/demo-recipe.md.
 """
 
 import sys

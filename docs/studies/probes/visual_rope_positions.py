@@ -1,9 +1,11 @@
-"""Probe (session 6): the vlfuse CLI with the LLM position of every visual token after an image's first one
+"""Probe: the vlfuse CLI with the LLM position of every visual token after an image's first one
 advancing by ``POS_STEP`` (default 0: an image's tokens share one RoPE position) instead of 1. Text positions
 still advance by 1. Tests whether RoPE's distance terms blur which visual token a question looks up.
 
-    POS_STEP=0 python docs/recipe-probes/s6_visual_positions.py train --config docs/recipe-probes/s6-base.yaml \
-        --set train.threads=1 --out DIR
+    POS_STEP=0 python docs/studies/probes/visual_rope_positions.py train \
+        --config docs/studies/probes/llm-init-base.yaml --set train.threads=1 --out DIR
+
+Findings: docs/studies/llm-init-and-spatial-attention.md.
 """
 
 import os

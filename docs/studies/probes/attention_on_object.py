@@ -1,10 +1,12 @@
-"""Probe (session 6): where does a trained concat model look when asked "where is the C S ?"
+"""Probe: where does a trained concat model look when asked "where is the C S ?"
 
 For held-out position questions about a scene of 3-4 objects, it takes the attention of the last prompt token
 (the one that predicts the answer's first word) in every layer and head, and prints the share on the image's 9
 visual tokens and the share on the asked object's token alone (1/9 of the first if attention were uniform).
 
-    python docs/recipe-probes/s6_attention.py RUN/model
+    python docs/studies/probes/attention_on_object.py RUN/model
+
+Findings: docs/studies/llm-init-and-spatial-attention.md.
 """
 
 import math

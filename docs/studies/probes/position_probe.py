@@ -1,8 +1,10 @@
-"""Probe (session 5; the object's-own-token case from session 6): can a linear classifier read a lone object's
+"""Probe: can a linear classifier read a lone object's
 row / column from a trained model's visual tokens (at the LLM input)? Trains on 3/4 of ~1500 one-object scenes,
 reports accuracy on the rest.
 
-    python docs/recipe-probes/s5_position_probe.py RUN/model
+    python docs/studies/probes/position_probe.py RUN/model
+
+Findings: docs/studies/demo-recipe.md, docs/studies/llm-init-and-spatial-attention.md.
 """
 
 import math
@@ -33,7 +35,7 @@ grid = math.isqrt(tokens.shape[1])
 own = tokens[torch.arange(len(rows)), torch.tensor(rows) * grid + torch.tensor(cols)]  # (n, Dt) the object's patch
 for name, labels in (("row", torch.tensor(rows)), ("column", torch.tensor(cols))):
     kinds = (("all tokens", tokens.flatten(1)), ("mean of the tokens", tokens.mean(1)), ("the object's own token", own))
-    for kind, feats in kinds:  # session 6 added the object's own token (a grid of one object per patch)
+    for kind, feats in kinds:  # the object's own token: a grid of one object per patch
         n = len(labels)
         train, test = slice(0, n * 3 // 4), slice(n * 3 // 4, n)
         z = (feats - feats[train].mean(0)) / (feats[train].std(0) + 1e-6)
