@@ -17,7 +17,9 @@ from vlfuse.config import from_dict, to_dict
 from vlfuse.train.checkpoint import checkpoint_state, find_checkpoint, remove_partial_writes
 from vlfuse.train.config import RunConfig
 
-# Keys that may differ on resume: they change how a run is run or shown, never the weights it produces.
+# Keys that may differ on resume: they change how a run is run, shown or kept, not what it learns (train.threads
+# can change the last bits of CPU float sums; allowed because resuming on a machine with other cores is common).
+# run.json keeps the values the run was started with.
 RESUME_MAY_CHANGE = ("train.threads", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.eval_batch_size")
 
