@@ -12,7 +12,7 @@ from vlfuse.objectives.itg import itg_logits
 from vlfuse.objectives.itm import itm_logits, sample_hard_negatives
 
 QF = {"kind": "qformer", "hidden_size": 32, "layers": 3, "heads": 4, "intermediate_size": 48, "num_queries": 4,
-      "cross_attention_frequency": 2, "vocab_size": 32, "max_text_positions": 16, "embed_dim": 16}
+      "cross_attention_frequency": 2, "vocab_size": 400, "max_text_positions": 16, "embed_dim": 16}
 
 
 def qformer() -> QFormer:
@@ -120,7 +120,7 @@ def test_stage1_losses_train_the_qformer_and_encoder_only():
         {"from": "human", "value": "<image> describe"}, {"from": "gpt", "value": text}]}
         for i, text in enumerate(["a red circle", "a blue square", "a red circle", "yes no"])]
     batch = proc.collate([proc.encode(r) for r in records])
-    assert batch["text_group"].tolist() == [0, 1, 0, 2] and batch["text_ids"][:, 0].eq(30).all()
+    assert batch["text_group"].tolist() == [0, 1, 0, 2] and batch["text_ids"][:, 0].eq(QF["vocab_size"] - 2).all()
     losses = blip2_losses(model, batch)
     assert set(losses) == {"itc", "itm", "itg"} and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
