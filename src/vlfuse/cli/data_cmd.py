@@ -18,23 +18,19 @@ from vlfuse.data.scenes import ScenesConfig, generate
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="write datasets to disk", description=__doc__)
     kinds = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    s = kinds.add_parser("scenes", help="procedural scenes: PNGs + a LLaVA-format JSON file")
-    s.add_argument("--out", required=True)
-    s.add_argument("--n", type=int, default=1000)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--name", default="data.json", help="JSON file name inside --out")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="scenes setting, e.g. --set max_objects=4 --set image_size=48")
-    s.set_defaults(func=run, natural=False)
-    t = kinds.add_parser("natural", help="the scenes in natural language (capitals, punctuation, synonyms)")
-    t.add_argument("--out", required=True)
-    t.add_argument("--n", type=int, default=4000)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--name", default="data.json", help="JSON file name inside --out")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="scenes setting over the natural defaults, e.g. --set extra_turns=0")
-    t.set_defaults(func=run, natural=True)
-
+    for name, n, natural, about, example in (
+        ("scenes", 1000, False, "procedural scenes: PNGs + a LLaVA-format JSON file",
+         "scenes setting, e.g. --set max_objects=4 --set image_size=48"),
+        ("natural", 4000, True, "the scenes in natural language (capitals, punctuation, synonyms)",
+         "scenes setting over the natural defaults, e.g. --set extra_turns=0"),
+    ):
+        s = kinds.add_parser(name, help=about)
+        s.add_argument("--out", required=True)
+        s.add_argument("--n", type=int, default=n)
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--name", default="data.json", help="JSON file name inside --out")
+        s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=example)
+        s.set_defaults(func=run, natural=natural)
 
 def run(args: argparse.Namespace) -> int:
     from vlfuse.data.llava_format import write_llava
