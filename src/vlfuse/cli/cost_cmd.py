@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if "xattn" in names and args.xattn_every > llm.layers:
         raise ValueError(f"--xattn-every {args.xattn_every} exceeds the LLM's {llm.layers} layers; "
                          f"use at most {llm.layers}")
+    if args.plot and (Path(args.plot).is_dir() or not Path(args.plot).parent.is_dir()):
+        raise ValueError(f"--plot {args.plot!r} must be a PNG file path in an existing folder")
     costs = estimate_cost(names, llm, vision, fusion, work)
     plot = None
     if args.plot:
