@@ -14,6 +14,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from vlfuse.cli.common import out_dir
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from vlfuse.budget.cost import BYTES, DESIGNS
@@ -55,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
     if "xattn" in names and args.xattn_every > llm.layers:
         raise ValueError(f"--xattn-every {args.xattn_every} exceeds the LLM's {llm.layers} layers; "
                          f"use at most {llm.layers}")
-    if args.plot and (Path(args.plot).is_dir() or not Path(args.plot).parent.is_dir()):
-        raise ValueError(f"--plot {args.plot!r} must be a PNG file path in an existing folder")
+    if args.plot:
+        if Path(args.plot).is_dir():
+            raise ValueError(f"--plot {args.plot!r} is a folder; pass a PNG file path such as {args.plot}/cost.png")
+        out_dir(str(Path(args.plot).parent), "--plot's folder")
     costs = estimate_cost(names, llm, vision, fusion, work)
     plot = None
     if args.plot:
