@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
+
+from vlfuse.cli.common import out_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     if "xattn" in names and args.xattn_every > llm.layers:
         raise ValueError(f"--xattn-every {args.xattn_every} exceeds the LLM's {llm.layers} layers; "
                          f"use at most {llm.layers}")
+    if args.plot:
+        if Path(args.plot).is_dir():
+            raise ValueError(f"--plot {args.plot!r} is a folder; pass a PNG file path such as {args.plot}/cost.png")
+        out_dir(str(Path(args.plot).parent), "--plot's folder")
     costs = estimate_cost(names, llm, vision, fusion, work)
     plot = None
     if args.plot:

@@ -121,6 +121,8 @@ class LoopConfig:
 
     def __post_init__(self) -> None:
         check_device(self.device, "train.device")
+        if not 0 <= self.seed < 2**32:  # numpy's range
+            raise ValueError(f"seed must be in [0, 2**32), got {self.seed}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0: torch's default), got {self.threads}")
         for key in ("log_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size"):
