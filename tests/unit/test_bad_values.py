@@ -142,3 +142,13 @@ def test_yaml_exponent_without_dot_builds_a_float(tmp_path):
     assert config.llm.config["rms_norm_eps"] == 1e-06
     llm = build_llm(config.llm, vocab_size=16)
     assert isinstance(llm.config.rms_norm_eps, float) and llm.config.rms_norm_eps == 1e-06
+
+
+@pytest.mark.parametrize(("flags", "fragment"), [
+    (["--batch-size", "0"], "--batch-size 0: need at least 1"),
+    (["--n", "0"], "--n 0: need at least 1"),
+    (["--n", "-1"], "--n -1: need at least 1"),
+])
+def test_eval_refuses_empty_batches_and_counts(flags, fragment, tmp_path, capsys):
+    assert main(["eval", "--model", str(tmp_path / "no-model"), *flags]) == 2
+    assert fragment in capsys.readouterr().err

@@ -61,6 +61,10 @@ def _scenes_config(folder: str) -> ScenesConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: need at least 1")
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"--n {args.n}: need at least 1 (leave it out to use every record of --data)")
     model = VLM.from_pretrained(model_dir(args.model))
     enc = model.encoder
     print(f"images: image.resize={model.config.image.resize} ({RESIZE_WORDS[model.config.image.resize]}) to "
