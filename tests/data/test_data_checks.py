@@ -56,6 +56,17 @@ def test_every_bad_image_is_named_in_one_error(tmp_path):
     assert len(read_llava(path, tmp_path, check_images=False)) == 2  # the caller may check the records it keeps
 
 
+def test_a_truncated_jpeg_is_found_before_training(tmp_path):
+    """PIL's verify() checks nothing in a JPEG, so a JPEG without its end marker is decoded to find the cut."""
+    Image.effect_noise((64, 64), 60).convert("RGB").save(tmp_path / "whole.jpg", quality=90)
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    good = write(tmp_path / "a", [record("whole", "whole.jpg")])
+    assert len(read_llava(good, tmp_path)) == 1
+    with pytest.raises(ImageLoadError, match=r"1 image\(s\).*cut.jpg' \(record 0 \(id 'cut'\)\): not a readable image"):
+        read_llava(write(tmp_path / "b", [record("cut", "cut.jpg")]), tmp_path)
+
+
 def test_records_without_an_answer_are_refused(tmp_path):
     path = write(tmp_path, [record("ok"), record("silent", answer=None), record("blank", answer="  "),
                             record("text", image=None, answer="")])

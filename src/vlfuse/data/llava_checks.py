@@ -83,10 +83,22 @@ def image_problem(path: Path) -> str | None:
         return "not a file"
     try:
         with Image.open(path) as image:
+            kind = image.format
             image.verify()
+        if kind == "JPEG" and not _ends_with_eoi(path):  # verify() checks nothing in a JPEG: decode a suspect one
+            with Image.open(path) as image:
+                image.load()
     except _IMAGE_ERRORS as e:  # PIL reports unknown formats, truncation and bad headers through several types
         return f"not a readable image ({type(e).__name__}: {e})"
     return None
+
+
+def _ends_with_eoi(path: Path) -> bool:
+    """A complete JPEG ends with the end-of-image marker ``FF D9`` (maybe followed by padding)."""
+    with open(path, "rb") as f:
+        f.seek(max(path.stat().st_size - 64, 0))
+        tail = f.read().rstrip(b"\x00\r\n ")
+    return tail.endswith(b"\xff\xd9")
 
 
 def check_image_files(records: Sequence[dict[str, Any]], path: Path, workers: int = 8) -> None:
