@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from vlfuse.compare.runner import Grid, run_grid
 
     if args.list:
+        width = max(map(len, design_names()))
         for name in design_names():
-            print(f"{name:<16} {load_design(name).description}")
+            print(f"{name:<{width}}  {load_design(name).description}")
         return 0
     names = [n.strip() for n in (args.designs or ",".join(DEFAULT_DESIGNS)).split(",") if n.strip()]
     for n in names:

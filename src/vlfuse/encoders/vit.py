@@ -32,9 +32,11 @@ class ViTConfig:
     pos_embed: Literal["learned", "sincos"] = "learned"  # sincos: fixed 2-D sine-cosine (Beyer et al., 2022)
 
     def __post_init__(self) -> None:
-        for key in ("image_size", "patch_size", "width", "depth", "heads", "channels"):
+        for key in ("image_size", "patch_size", "width", "heads", "channels"):
             if getattr(self, key) < 1:  # 0 fails later, deep inside torch
                 raise ValueError(f"vit {key}={getattr(self, key)} must be >= 1")
+        if self.depth < 0:  # depth 0 is the patch embedding alone (a probe uses it)
+            raise ValueError(f"vit depth={self.depth} must be >= 0 (0: the patch embedding alone)")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}")
         if self.width % self.heads:

@@ -113,16 +113,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(run: RunConfig, records: list[dict[str, Any]]) -> VLM:
+def stage_records(run: RunConfig, records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Each stage's training records: ``records`` (the run's data), or the stage's own data, read (and checked)
+    once, so a bad file in any stage fails before step 1."""
+    return [records if not s.data else load_records(run.stage_data(s), "train") for s in run.stages]
+
+
+def build_model(run: RunConfig, records: list[dict[str, Any]],
+                per_stage: list[list[dict[str, Any]]] | None = None) -> VLM:
     """The run's model; the built-in BPE tokenizer trains on the scenes' words or the data's text (of every
-    stage's data, when a stage reads its own), in a fixed order, so the same run gives the same tokenizer."""
+    stage's data, when a stage reads its own; ``per_stage`` from ``stage_records``), in a fixed order, so the
+    same run gives the same tokenizer."""
     texts: list[str] = []
-    for data in [run.data, *(run.stage_data(s) for s in run.stages if s.data)]:
+    per_stage = per_stage if per_stage is not None else stage_records(run, records)
+    sources = [(run.data, records)] + [(run.stage_data(s), r) for s, r in zip(run.stages, per_stage) if s.data]
+    for data, rows in sources:
         if data.source == "scenes":
             texts += scene_texts(data.scenes)
         elif run.model.tokenizer.path is None:
-            texts += record_texts(records if data is run.data else load_records(data, "train"),
-                                  run.model.tokenizer.image_token)
+            texts += record_texts(rows, run.model.tokenizer.image_token)
     return VLM.from_config(run.model, texts=texts)
 
 
@@ -147,7 +156,8 @@ def train(run: RunConfig, out_dir: str | Path, resume: bool = False, stop_after:
         torch.set_num_threads(run.train.threads)
     seed_everything(run.train.seed)
     records = load_records(run.data, "train")
-    model = build_model(run, records)
+    per_stage = stage_records(run, records)
+    model = build_model(run, records, per_stage)
     device = resolve_device(run.train.device)
     model.to(device).train()
     state = {"stage": 0, "step": 0, "global_step": 0}
@@ -161,8 +171,7 @@ def train(run: RunConfig, out_dir: str | Path, resume: bool = False, stop_after:
                 continue
             resume_from = ckpt if (ckpt is not None and si == state["stage"]) else None
             stage = run.stages[si]
-            data = records if not stage.data else load_records(run.stage_data(stage), "train")
-            if not _run_stage(run, si, model, data, device, state, resume_from, metrics, reporter, guard,
+            if not _run_stage(run, si, model, per_stage[si], device, state, resume_from, metrics, reporter, guard,
                               stop_after, out):
                 return model.eval()
             if has_lora(model):
