@@ -67,7 +67,7 @@ class Size:
 
 
 PRESETS = {
-    "tiny": Size(hidden=32, layers=4, heads=4, kv_heads=2, intermediate=64, vocab=256, cross_every=2, vision="tiny",
+    "tiny": Size(hidden=32, layers=4, heads=4, kv_heads=2, intermediate=64, vocab=512, cross_every=2, vision="tiny",
                  positions=256),
     # Llama-3.2-1B's text dims (its embeddings untied, as Mllama's are)
     "1b": Size(hidden=2048, layers=16, heads=32, kv_heads=8, intermediate=8192, vocab=128256, cross_every=4,

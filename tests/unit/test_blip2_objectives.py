@@ -12,7 +12,7 @@ from vlfuse.objectives.itg import itg_logits
 from vlfuse.objectives.itm import itm_logits, sample_hard_negatives
 
 QF = {"kind": "qformer", "hidden_size": 32, "layers": 3, "heads": 4, "intermediate_size": 48, "num_queries": 4,
-      "cross_attention_frequency": 2, "vocab_size": 32, "max_text_positions": 16, "embed_dim": 16}
+      "cross_attention_frequency": 2, "vocab_size": 512, "max_text_positions": 16, "embed_dim": 16}
 
 
 def qformer() -> QFormer:
