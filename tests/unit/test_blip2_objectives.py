@@ -120,7 +120,7 @@ def test_stage1_losses_train_the_qformer_and_encoder_only():
         {"from": "human", "value": "<image> describe"}, {"from": "gpt", "value": text}]}
         for i, text in enumerate(["a red circle", "a blue square", "a red circle", "yes no"])]
     batch = proc.collate([proc.encode(r) for r in records])
-    assert batch["text_group"].tolist() == [0, 1, 0, 2] and batch["text_ids"][:, 0].eq(30).all()
+    assert batch["text_group"].tolist() == [0, 1, 0, 2] and batch["text_ids"][:, 0].eq(510).all()
     losses = blip2_losses(model, batch)
     assert set(losses) == {"itc", "itm", "itg"} and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
