@@ -152,3 +152,28 @@ def test_yaml_exponent_without_dot_builds_a_float(tmp_path):
 def test_eval_refuses_empty_batches_and_counts(flags, fragment, tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "no-model"), *flags]) == 2
     assert fragment in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["params", "--vision-dim", "64", "--llm-dim", "64", "--every", "0"], "--every=0 must be >= 1"),
+    (["tokens", "--model", "llava-1.5", "--size", "336x336", "--context", "0"], "--context=0 must be >= 1"),
+    (["cost", "--design", "concat", "--llm", "llama-3-8b", "--images", "1", "--vision-dims",
+      "layers=24,hidden=1024,heads=16,ffn=4096,patch=0,image=336"], "patch=0 must be >= 1"),
+])
+def test_zero_is_refused_not_read_as_the_default(argv, fragment, capsys):
+    assert main(argv) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch):
+    """``vlfuse compare --list | head`` closes stdout early: exit 141 (SIGPIPE's code), no traceback."""
+
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["compare", "--list"]) == 141

@@ -55,6 +55,13 @@ class VisionDims:
     image: int
     cls: int = 1  # extra tokens (CLS) the encoder carries; dropped before the LLM
 
+    def __post_init__(self) -> None:
+        for key in ("layers", "hidden", "heads", "ffn", "patch", "image"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"vision dims: {key}={getattr(self, key)} must be >= 1")
+        if self.cls < 0:
+            raise ValueError(f"vision dims: cls={self.cls} must be >= 0")
+
     @property
     def patches(self) -> int:
         return (self.image // self.patch) ** 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import import_module
 
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vlfuse {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `vlfuse ... | head` closed the pipe: stop quietly, as other command-line tools do
+        sys.stdout = open(os.devnull, "w")  # the interpreter flushes stdout at exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("vision_dim", "llm_dim", "llm_layers", "patches"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')}={getattr(args, flag)} must be >= 1")
+    if args.every is not None and args.every < 1:
+        raise ValueError(f"--every={args.every} must be >= 1 (1: a block before every LLM layer)")
     params, tokens = connector_counts(args)
     injections = injection_counts(args)
     if args.json:

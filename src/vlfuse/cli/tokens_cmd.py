@@ -73,6 +73,9 @@ def _family(args: argparse.Namespace, sizes: list[tuple[int, int]]) -> tuple[lis
 def run(args: argparse.Namespace) -> int:
     from vlfuse.budget.calculator import budget, image_size, parse_size
 
+    if args.context is not None and args.context < 1:
+        raise ValueError(f"--context={args.context} must be >= 1 (leave it out for the model's own)")
+
     if args.list:
         _families()
         return 0
