@@ -59,9 +59,13 @@ def test_compare_rows_in_the_docs_are_the_committed_run():
 
 
 def test_docs_say_what_a_probe_studies_not_when_it_ran():
-    dated = re.compile(r"\bsessions? \d|\bsession-\d|before the init change|this session", re.I)
-    for path in [*_markdown_files(), *sorted((ROOT / "docs").rglob("*.py")), *sorted((ROOT / "docs").rglob("*.yaml"))]:
-        hits = [line for line in path.read_text().splitlines() if dated.search(line)]
+    """Docs and probes are named by what they study: no run-counter names (``s5-base.yaml``, ``s6_spatial.py``)
+    and no references to them or to the order things were found in."""
+    counter = re.compile(r"(?<![\w.-])s\d+[-_][\w-]+\.(?:py|yaml)|before the init change", re.I)
+    files = [*_markdown_files(), *sorted((ROOT / "docs").rglob("*.py")), *sorted((ROOT / "docs").rglob("*.yaml"))]
+    for path in files:
+        assert not re.match(r"s\d+[-_]", path.name), f"{path.relative_to(ROOT)}: name it by what it studies"
+        hits = [line for line in path.read_text().splitlines() if counter.search(line)]
         assert not hits, f"{path.relative_to(ROOT)}: {hits[:2]}"
 
 
