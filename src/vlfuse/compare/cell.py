@@ -10,6 +10,7 @@ Layout: ``DIR/cell.json`` (design, seed, run config), ``DIR/run/`` (checkpoints,
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -74,9 +75,9 @@ def trained_parameters(run: RunConfig) -> int:
     from vlfuse.train.policy import apply_policy
 
     records = load_records(run.data, "train") if run.data.source != "scenes" else []  # scenes need no records
-    best = 0
+    best, fresh = 0, build_model(run, records)
     for stage in run.stages:
-        model = build_model(run, records)
+        model = copy.deepcopy(fresh)  # each stage's policy applies to a fresh model
         apply_policy(model, stage.policy, stage.lora)
         best = max(best, sum(p.numel() for p in model.parameters() if p.requires_grad))
     return best

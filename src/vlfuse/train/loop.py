@@ -122,16 +122,17 @@ def stage_records(run: RunConfig, records: list[dict[str, Any]]) -> list[list[di
 def build_model(run: RunConfig, records: list[dict[str, Any]],
                 per_stage: list[list[dict[str, Any]]] | None = None) -> VLM:
     """The run's model; the built-in BPE tokenizer trains on the scenes' words or the data's text (of every
-    stage's data, when a stage reads its own; ``per_stage`` from ``stage_records``), in a fixed order, so the
-    same run gives the same tokenizer."""
+    stage's data, when a stage reads its own; ``per_stage`` from ``stage_records``, else read here), in a fixed
+    order, so the same run gives the same tokenizer."""
     texts: list[str] = []
-    per_stage = per_stage if per_stage is not None else stage_records(run, records)
-    sources = [(run.data, records)] + [(run.stage_data(s), r) for s, r in zip(run.stages, per_stage) if s.data]
+    sources = [(run.data, records)] + [(run.stage_data(s), per_stage[i] if per_stage is not None else None)
+                                       for i, s in enumerate(run.stages) if s.data]
     for data, rows in sources:
         if data.source == "scenes":
-            texts += scene_texts(data.scenes)
+            texts += scene_texts(data.scenes)  # the scenes' words: no scene is generated for the tokenizer
         elif run.model.tokenizer.path is None:
-            texts += record_texts(rows, run.model.tokenizer.image_token)
+            texts += record_texts(rows if rows is not None else load_records(data, "train"),
+                                  run.model.tokenizer.image_token)
     return VLM.from_config(run.model, texts=texts)
 
 
