@@ -23,7 +23,7 @@ from vlfuse.data.transforms import ImageConfig, ImageTransform
 from vlfuse.encoders.base import VisionEncoder
 from vlfuse.injection.base import Injector
 from vlfuse.llm import LLMConfig, build_llm, hidden_size, max_positions
-from vlfuse.objectives.lm import lm_loss
+from vlfuse.objectives.lm import kept_lm_loss, label_positions, lm_loss
 from vlfuse.registry import CONNECTORS, ENCODERS, INJECTIONS
 
 
@@ -41,7 +41,8 @@ class VLMConfig:
 
 @dataclass
 class VLMOutput:
-    """``loss`` (scalar, when labels were given), ``logits (B, S, W)``, the LLM's ``past_key_values``."""
+    """``loss`` (scalar, when labels were given), ``logits (B, S, W)`` (``(N_labels, W)`` with
+    ``label_logits_only``), the LLM's ``past_key_values``."""
 
     loss: torch.Tensor | None
     logits: torch.Tensor
@@ -123,10 +124,14 @@ class VLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 image_counts: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                past_key_values: Any = None, use_cache: bool = False, visual: torch.Tensor | None = None) -> VLMOutput:
+                past_key_values: Any = None, use_cache: bool = False, visual: torch.Tensor | None = None,
+                label_logits_only: bool = False) -> VLMOutput:
         """``input_ids (B, S)`` with expanded image tokens, ``pixel_values (N_all, C, H, W)`` -> ``VLMOutput``.
 
         ``visual (N_all, V, Dt)`` may be given instead of ``pixel_values`` (already encoded images).
+        ``label_logits_only`` (with ``labels``) runs the LM head only at the positions that predict a label, about
+        one in seven in a scenes batch, and returns those logits flat, ``(N_labels, W)``; the loss is the same.
+        Training uses it: the head and its log-softmax were a fifth of a step.
         """
         if input_ids.shape[1] > self.max_length and past_key_values is None:
             n_img = int((input_ids == self.injector.image_token_id).sum())
@@ -138,9 +143,16 @@ class VLM(nn.Module):
             visual = self.encode_images(pixel_values)  # (N_all, V, Dt)
         if position_ids is None and attention_mask is not None and past_key_values is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, S), left padding safe
+        keep = label_positions(labels) if label_logits_only and labels is not None else 0  # (B, S) bool or 0
         out = self.injector(self.llm, input_ids, visual, attention_mask=attention_mask, position_ids=position_ids,
-                            past_key_values=past_key_values, use_cache=use_cache, image_counts=image_counts)
-        loss = lm_loss(out.logits, labels) if labels is not None else None
+                            past_key_values=past_key_values, use_cache=use_cache, image_counts=image_counts,
+                            logits_to_keep=keep)
+        if labels is None:
+            loss = None
+        elif isinstance(keep, torch.Tensor):
+            loss = kept_lm_loss(out.logits, labels, keep)
+        else:
+            loss = lm_loss(out.logits, labels)
         return VLMOutput(loss, out.logits, out.past_key_values)
 
     # --- generation, persistence (thin wrappers: the work lives in generate.py and checkpoint.py) ---------------

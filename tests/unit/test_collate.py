@@ -124,3 +124,14 @@ def test_collate_pads_on_the_requested_side(tok, proc, side):
 def test_collate_without_images_has_no_pixel_values(tok, proc):
     batch = proc.collate([proc.encode({"id": "t", "conversations": turns("yes ?", "no")})])
     assert "pixel_values" not in batch and batch["image_counts"].tolist() == [0]
+
+
+def test_text_ids_are_memoised_and_bounded(tok, proc, monkeypatch):
+    import vlfuse.data.collate as collate
+
+    monkeypatch.setattr(collate, "MEMO_TEXTS", 2)
+    texts = ["what color is the circle ?", "yes", "no", "yes"]
+    assert [proc._ids(t) for t in texts] == [tok(t, add_special_tokens=False).input_ids for t in texts]
+    assert len(proc._memo) <= 2
+    proc._ids("yes").append(99)  # a caller may change its list; the memo keeps its own
+    assert proc._ids("yes") == tok("yes", add_special_tokens=False).input_ids

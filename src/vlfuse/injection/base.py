@@ -47,5 +47,10 @@ class Injector(nn.Module, ABC):
         past_key_values: Any = None,
         use_cache: bool = False,
         image_counts: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
     ) -> InjectorOutput:
-        """Run ``llm`` on ``input_ids (B, S)`` with ``visual (N_all, V, Dt)``; returns its logits and cache."""
+        """Run ``llm`` on ``input_ids (B, S)`` with ``visual (N_all, V, Dt)``; returns its logits and cache.
+
+        ``logits_to_keep`` goes to the LLM's forward unchanged: 0 keeps every position, a boolean ``(B, S)`` mask
+        keeps its true positions and the logits come back flat, ``(N_true, W)``.
+        """

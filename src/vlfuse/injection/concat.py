@@ -55,6 +55,7 @@ class ConcatInjector(Injector):
         past_key_values: Any = None,
         use_cache: bool = False,
         image_counts: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
     ) -> InjectorOutput:
         """``input_ids (B, S)``, ``visual (N_all, V, Dt)`` -> the LLM's logits ``(B, S, W)`` and its cache."""
         mask = input_ids == self.image_token_id  # (B, S)
@@ -67,6 +68,7 @@ class ConcatInjector(Injector):
             attention_mask=attention_mask,
             position_ids=position_ids,
             use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
             **cache_kwargs(past_key_values),  # `cache=` or `past_key_values=`, whichever transformers takes
         )
         return InjectorOutput(out.logits, output_cache(out))

@@ -194,6 +194,7 @@ class CrossAttentionInjector(Injector):
         past_key_values: Any = None,
         use_cache: bool = False,
         image_counts: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
     ) -> CrossAttentionOutput:
         """``input_ids (B, T)`` (one marker per image), ``visual (N_all, V, Dm)`` -> logits and the cache."""
         markers = input_ids == self.image_token_id  # (B, T)
@@ -217,7 +218,7 @@ class CrossAttentionInjector(Injector):
                                           self.config.unseen_rows)
         context = CrossAttentionContext(self.blocks, keys, values, mask, rows, ff_rows)
         out = llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                  use_cache=use_cache, **cache_kwargs(inner), **{CONTEXT_KEY: context})
+                  use_cache=use_cache, logits_to_keep=logits_to_keep, **cache_kwargs(inner), **{CONTEXT_KEY: context})
         if not use_cache:
             return CrossAttentionOutput(out.logits)
         seen = seen + markers.sum(dim=1)  # (B,)

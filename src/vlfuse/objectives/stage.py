@@ -21,7 +21,7 @@ class Objective:
 
 
 def _lm_loss(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {"lm": model(**batch).loss}
+    return {"lm": model(**batch, label_logits_only=True).loss}  # the head runs only where a label is scored
 
 
 def objective(name: str) -> Objective:
