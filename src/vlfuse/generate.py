@@ -62,7 +62,8 @@ def check_positions(model: VLM, input_ids: torch.Tensor, attention_mask: torch.T
 def generate_ids(model: VLM, batch: dict[str, torch.Tensor], max_new_tokens: int = 16, temperature: float = 0.0,
                  top_p: float = 1.0, eos_token_id: int | None = None, generator: torch.Generator | None = None,
                  on_token: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Generate from a left-padded batch (``Processor.collate(..., padding_side="left")``).
+    """Generate from a left-padded batch (``proc(text=..., images=..., padding_side="left")`` or
+    ``Processor.collate(..., padding_side="left")``); every key of ``batch`` but ``labels`` goes to the prefill.
 
     Returns ``(B, G)`` new token ids; after EOS a row is filled with EOS. ``on_token`` gets each step's ``(B,)``.
     The image placeholder is never generated: a decode step has no image to put in its place.
@@ -72,8 +73,7 @@ def generate_ids(model: VLM, batch: dict[str, torch.Tensor], max_new_tokens: int
     eos = model.tokenizer.eos_token_id if eos_token_id is None else eos_token_id
     image_id = model.injector.image_token_id
     mask = batch["attention_mask"]
-    out = model(batch["input_ids"], attention_mask=mask, pixel_values=batch.get("pixel_values"),
-                image_counts=batch.get("image_counts"), use_cache=True)
+    out = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=True)  # every key the processor gave
     past = out.past_key_values
     position = mask.long().sum(dim=-1, keepdim=True)  # (B, 1): next position (prompt positions are 0..len-1)
     done = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)

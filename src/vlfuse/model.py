@@ -27,6 +27,11 @@ from vlfuse.objectives.lm import kept_lm_loss, label_positions, lm_loss
 from vlfuse.registry import CONNECTORS, ENCODERS, INJECTIONS
 
 
+def _pick(inputs: dict[str, torch.Tensor], names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The entries of ``inputs`` a slot declares (``names``)."""
+    return {k: inputs[k] for k in names if k in inputs}
+
+
 @dataclass(frozen=True)
 class VLMConfig:
     """One VLM: each slot's ``kind`` picks a registered design; the other keys configure it."""
@@ -112,27 +117,42 @@ class VLM(nn.Module):
                          self.max_length, self.config.tokenizer.image_token, self.visual_tokens)
 
     # --- forward -----------------------------------------------------------------------------------------------
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """``(N_all, C, H, W) -> (N_all, V, Dt)``; a connector of zero tokens (``none``) skips the encoder."""
+    def encode_images(self, pixel_values: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        """``(N_all, C, H, W) -> (N_all, V, Dt)``; a connector of zero tokens (``none``) skips the encoder.
+
+        ``inputs`` are the batch's other keys; the encoder and the connector each get those they declare.
+        """
         if self.visual_tokens == 0:
             return pixel_values.new_zeros(pixel_values.shape[0], 0, hidden_size(self.llm))  # (N_all, 0, Dt)
         weight = next(self.encoder.parameters(), None)
         if weight is not None and pixel_values.is_floating_point():
             pixel_values = pixel_values.to(weight.dtype)  # the processor gives fp32; a bf16 / fp16 model reads its own
-        return self.connector(self.encoder(pixel_values))
+        features = self.encoder(pixel_values, **_pick(inputs, self.encoder.inputs))
+        return self.connector(features, **_pick(inputs, self.connector.inputs))
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The batch keys this model reads beyond ``VLM.forward``'s own (each slot declares its ``inputs``)."""
+        return tuple(dict.fromkeys((*self.encoder.inputs, *self.connector.inputs, *self.injector.inputs)))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 image_counts: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 past_key_values: Any = None, use_cache: bool = False, visual: torch.Tensor | None = None,
-                label_logits_only: bool = False) -> VLMOutput:
+                label_logits_only: bool = False, **inputs: torch.Tensor) -> VLMOutput:
         """``input_ids (B, S)`` with expanded image tokens, ``pixel_values (N_all, C, H, W)`` -> ``VLMOutput``.
 
         ``visual (N_all, V, Dt)`` may be given instead of ``pixel_values`` (already encoded images).
         ``label_logits_only`` (with ``labels``) runs the LM head only at the positions that predict a label, about
         one in seven in a scenes batch, and returns those logits flat, ``(N_labels, W)``; the loss is the same.
         Training uses it: the head and its log-softmax were a fifth of a step.
+        ``inputs``: the processor's other keys (``model.input_names``), each handed to the slot that declares it.
         """
+        unknown = sorted(set(inputs) - set(self.input_names))
+        if unknown:
+            raise TypeError(f"VLM.forward got {', '.join(map(repr, unknown))}, which no slot of this model reads "
+                            f"(its slots read: {', '.join(self.input_names) or 'no extra inputs'}); pass only the "
+                            "keys its processor returns")
         if input_ids.shape[1] > self.max_length and past_key_values is None:
             n_img = int((input_ids == self.injector.image_token_id).sum())
             raise ValueError(
@@ -140,13 +160,13 @@ class VLM(nn.Module):
                 f"exceeds the LLM's {self.max_length} positions; use fewer images or a shorter text"
             )
         if visual is None and pixel_values is not None:
-            visual = self.encode_images(pixel_values)  # (N_all, V, Dt)
+            visual = self.encode_images(pixel_values, **inputs)  # (N_all, V, Dt)
         if position_ids is None and attention_mask is not None and past_key_values is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, S), left padding safe
         keep = label_positions(labels) if label_logits_only and labels is not None else 0  # (B, S) bool or 0
         out = self.injector(self.llm, input_ids, visual, attention_mask=attention_mask, position_ids=position_ids,
                             past_key_values=past_key_values, use_cache=use_cache, image_counts=image_counts,
-                            logits_to_keep=keep)
+                            logits_to_keep=keep, **_pick(inputs, self.injector.inputs))
         if labels is None:
             loss = None
         elif isinstance(keep, torch.Tensor):

@@ -18,6 +18,7 @@ class Connector(nn.Module, ABC):
 
     in_dim: int
     out_dim: int
+    inputs: tuple[str, ...] = ()  # batch keys forward reads as keywords (e.g. an instruction for a Q-Former)
 
     @abstractmethod
     def num_tokens(self, num_patches: int) -> int:

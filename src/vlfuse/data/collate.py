@@ -98,6 +98,35 @@ class Processor:
             ids = list(self.bos) + self._ids(_user_turn(prompt))
         return self._finish(ids, [IGNORE] * len(ids), {"images": list(images), "id": "prompt"})
 
+    def __call__(self, text: str | Sequence[str], images: Sequence[Any] | None = None,
+                 padding_side: str = "right") -> dict[str, torch.Tensor]:
+        """Raw prompts to a model batch, as the ``transformers`` processor is called (no template is added).
+
+        ``text``: one prompt or a list, each with the family's own image placeholder once per image (LLaVA's
+        ``<image>``, Llama 3.2 Vision's ``<|image|>``), tokenized with the tokenizer's special tokens (BOS);
+        ``images``: per prompt, the list of its images (PIL, path or tensor); a flat list is the images of a
+        single prompt. Returns ``input_ids, attention_mask (B, S)``, ``image_counts (B,)`` and
+        ``pixel_values (N_all, C, H, W)`` when there are images, padded on ``padding_side``.
+
+        Example:
+            >>> batch = proc(text=["<image>\nwhat is it ?", "<image><image>\nsame ?"],
+            ...              images=[[img_a], [img_b, img_c]], padding_side="left")
+            >>> new_ids = vlfuse.generate.generate_ids(model, batch, max_new_tokens=16)
+        """
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise ValueError("text must be a prompt (str) or a non-empty list of prompts")
+        groups = _image_groups(images, len(texts))
+        examples = [self.encode_text(t, g, f"prompt {i}") for i, (t, g) in enumerate(zip(texts, groups))]
+        batch = self.collate(examples, padding_side)
+        del batch["labels"]  # raw prompts have no targets
+        return batch
+
+    def encode_text(self, text: str, images: Sequence[Any] = (), name: str = "prompt") -> Example:
+        """One raw prompt (special tokens added as the tokenizer adds them, placeholders expanded); no targets."""
+        ids = self.tok(text).input_ids  # add_special_tokens=True: BOS where the transformers processor puts it
+        return self._finish(ids, [IGNORE] * len(ids), {"images": list(images), "id": name})
+
     def _render(self, messages: list[dict[str, str]], prompt: bool) -> str:
         return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
 
@@ -164,7 +193,26 @@ class Processor:
     def collate(self, examples: Sequence[Example], padding_side: str = "right") -> dict[str, torch.Tensor]:
         """Pad a list of examples into a batch: ``input_ids, attention_mask, labels (B, S)``,
         ``pixel_values (N_all, C, H, W)`` (absent when no sample has an image) and ``image_counts (B,)``."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side={padding_side!r}: choose 'left' (generation) or 'right' (training)")
         return collate(examples, self.tok.pad_token_id, padding_side)
+
+
+def _image_groups(images: Sequence[Any] | None, n_texts: int) -> list[list[Any]]:
+    """``images`` as one list per prompt: None -> no images; a flat list is the images of a single prompt."""
+    if images is None:
+        return [[] for _ in range(n_texts)]
+    images = list(images)
+    nested = all(isinstance(g, (list, tuple)) for g in images)
+    if not nested:
+        if n_texts != 1:
+            raise ValueError(f"images is a flat list but there are {n_texts} prompts; give one list of images per "
+                             "prompt, e.g. images=[[img_a], [img_b, img_c]] ([] for a prompt without images)")
+        return [images]
+    if len(images) != n_texts:
+        raise ValueError(f"{len(images)} image lists for {n_texts} prompts; give one list per prompt "
+                         "([] for a prompt without images)")
+    return [list(g) for g in images]
 
 
 def _user_turn(text: str) -> str:

@@ -22,6 +22,7 @@ class VisionEncoder(nn.Module, ABC):
 
     embed_dim: int
     image_size: int
+    inputs: tuple[str, ...] = ()  # batch keys besides pixel_values that forward reads, as keywords (e.g. tiles)
     in_channels: int = 3
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     image_std: tuple[float, ...] = (0.5, 0.5, 0.5)

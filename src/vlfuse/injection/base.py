@@ -31,6 +31,7 @@ class Injector(nn.Module, ABC):
     """Base of every registered injection. ``image_token_id`` is set by the VLM from its tokenizer."""
 
     image_token_id: int = -1
+    inputs: tuple[str, ...] = ()  # batch keys forward reads as keywords (e.g. a per-tile cross-attention mask)
 
     @abstractmethod
     def placeholder_tokens(self, visual_tokens: int) -> int:
