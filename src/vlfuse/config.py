@@ -189,9 +189,12 @@ def load_mapping(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML/JSON: {e}") from None
+    if data is None or data == {}:  # an empty file would silently run every default
+        raise ConfigError(f"config file {str(p)!r} is empty; write the keys to set (e.g. copy a preset from "
+                          "src/vlfuse/presets/), or leave out --config to use the defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
     return data

@@ -215,3 +215,13 @@ def test_a_finished_run_without_checkpoints_still_needs_resume(tmp_path):
     with pytest.raises(ValueError, match=r"already holds a run \(model/\); pass --resume"):
         train(run, tmp_path, show_progress=False)
     assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_the_demo_with_a_changed_config_names_fresh(tmp_path, capsys):
+    run = tiny_run([{"name": "t", "steps": 4, "batch_size": 2}])
+    cfg, out = write_config(tmp_path, run), tmp_path / "demo"
+    train(run, out, stop_after=2, show_progress=False)  # an unfinished demo run: the demo would resume it
+    assert main(["demo", "--config", cfg, "--out", str(out), "--set", "data.seed=5"]) == 2
+    err = capsys.readouterr().err
+    assert "vlfuse demo --fresh" in err and "data.seed: 0 -> 5" in err
+    assert latest_checkpoint(out).name == "step-0000002"  # nothing trained, nothing deleted

@@ -177,3 +177,12 @@ def test_a_closed_pipe_ends_quietly(monkeypatch):
 
     monkeypatch.setattr("sys.stdout", ClosedPipe())
     assert main(["compare", "--list"]) == 141
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_an_empty_config_file_is_refused(text, tmp_path, capsys):
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text(text)
+    assert main(["train", "--out", str(tmp_path / "out"), "--config", str(cfg)]) == 2
+    assert "is empty; write the keys to set" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -12,6 +12,7 @@ import time
 from vlfuse.cli.common import add_run_args, load_run, out_dir
 from vlfuse.cli.train_cmd import train_and_report
 from vlfuse.train.checkpoint import latest_checkpoint
+from vlfuse.train.resume import check_same_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +31,15 @@ def run(args: argparse.Namespace) -> int:
     config = load_run(args.config, args.overrides)
     print(f"vlfuse demo: {len(config.stages)} stage(s) "
           f"({', '.join(f'{s.name} {s.steps} steps' for s in config.stages)}) -> {out}")
+    resume = latest_checkpoint(out) is not None
+    if resume and (out / "run.json").is_file():
+        try:
+            check_same_config(out / "run.json", config)
+        except ValueError as e:  # the demo resumes on its own: say how to start over instead
+            raise ValueError(f"{out} holds an unfinished demo run with another config; run `vlfuse demo --fresh` "
+                             f"(with the same --config / --set) to start over, or drop the change to resume it. "
+                             f"{e}") from None
     t0 = time.perf_counter()
-    code = train_and_report(config, out, resume=latest_checkpoint(out) is not None)
+    code = train_and_report(config, out, resume=resume)
     print(f"demo wall time: {time.perf_counter() - t0:.0f} s")
     return code
