@@ -41,7 +41,7 @@ from vlfuse.injection.xattn_media import (
     media_masks,
     pack_media,
 )
-from vlfuse.llm import cache_kwargs, decoder_layers, hidden_size, output_cache
+from vlfuse.llm import cache_kwargs, decoder_layers, decoder_width, output_cache
 from vlfuse.registry import INJECTIONS
 
 CONTEXT_KEY = "vlfuse_cross_attention"  # the keyword the media travel under, through the LLM to its layers
@@ -141,8 +141,8 @@ def block_positions(config: CrossAttentionConfig, n_layers: int) -> list[int]:
 
 
 def block_shape(config: CrossAttentionConfig, llm: PreTrainedModel) -> BlockShape:
-    """Resolve the block sizes left ``None`` from the LLM's config."""
-    dim = hidden_size(llm)
+    """Resolve the block sizes left ``None`` from the LLM's config; blocks act on the decoder layers' width."""
+    dim = decoder_width(llm)
     heads = config.heads or int(llm.config.num_attention_heads)
     head_dim = config.head_dim or dim // heads
     if config.head_dim is None and dim % heads:
