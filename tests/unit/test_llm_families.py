@@ -213,3 +213,17 @@ def test_label_logits_only_gives_the_same_loss(family, design, tmp_path):
     assert kept.logits.shape == (int(keep.sum()), full.logits.shape[-1])
     torch.testing.assert_close(kept.logits, full.logits[keep], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(kept.loss, full.loss, rtol=1e-6, atol=1e-6)
+
+
+def test_gemma2_runs_eager_where_transformers_has_no_sdpa_path(tmp_path):
+    model = vlm(saved_llm("gemma2", tmp_path / "llm"))
+    assert model.config.llm.attn_implementation == "sdpa"  # the default asks for SDPA; Gemma 2 has none
+    assert model.llm.config._attn_implementation == "eager"
+    assert tiny_vlm(llm={"config": FAMILIES["llama"]}).llm.config._attn_implementation == "sdpa"
+
+
+def test_a_family_outside_the_table_is_refused_naming_the_table(tmp_path):
+    hf = AutoConfig.for_model("bloom", hidden_size=32, n_layer=1, n_head=2, vocab_size=len(build_tokenizer(WORDS)))
+    AutoModelForCausalLM.from_config(hf).save_pretrained(str(tmp_path / "bloom"))
+    with pytest.raises(ValueError, match=r"'bloom' is not in vlfuse.llm.LLM_TABLE \(llama, .*add a row"):
+        vlm(str(tmp_path / "bloom"))

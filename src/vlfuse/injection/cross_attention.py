@@ -15,9 +15,10 @@ How it reaches the LLM without editing ``transformers``: each chosen decoder lay
 ``FusedDecoderLayer`` that keeps the layer's state-dict keys (hooks strip / restore the ``layer.`` level) and
 delegates attribute reads to it. The blocks belong to the injector; the media travel through the LLM call as one
 keyword argument, which ``transformers`` decoder models hand down to their layers (``**kwargs``), and the wrapper
-takes it out before calling the layer. Nothing is stored on the layers. Any decoder-only LLM in
-``vlfuse.llm.LLM_TABLE`` works (tested: llama, qwen2, mistral, gpt2); to add one, add its row there and check
-that its model forwards ``**kwargs`` to its decoder layers.
+takes it out before calling the layer. Nothing is stored on the layers. Every LLM in ``vlfuse.llm.LLM_TABLE``
+works (each is tested in ``tests/unit/test_llm_families.py``); to add one, add its row there and its tiny config
+to that test, which checks that its model forwards ``**kwargs`` to its decoder layers. The blocks act at the
+decoder layers' width (``vlfuse.llm.decoder_width``), not the embeddings' (OPT-350m projects 512 to 1024).
 Shapes: ``B`` batch, ``T`` text length, ``N_all`` images in the batch, ``V`` visual tokens per image, ``Dt`` LLM
 width, ``Dm`` media width, ``W`` vocabulary size.
 """
