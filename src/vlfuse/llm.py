@@ -2,7 +2,7 @@
 
 vlfuse talks to an LLM only through ``get_input_embeddings()``, ``inputs_embeds=``, the KV-cache name below and
 the per-``model_type`` table (where its decoder layers live, what bounds its positions). Adding a family is one
-table row.
+table row and its tiny config in ``tests/unit/test_llm_families.py`` (which checks it against ``transformers``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any, Literal
 import torch
 from huggingface_hub.errors import StrictDataclassError
 from torch import nn
-from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from vlfuse.config import ConfigError
 from vlfuse.hub import NO_REMOTE_CODE, check_folder
@@ -42,6 +43,11 @@ LLM_TABLE: dict[str, tuple[str, str]] = {
     "gemma": ("model.layers", "max_position_embeddings"),
     "phi3": ("model.layers", "max_position_embeddings"),
     "gpt2": ("transformer.h", "n_positions"),
+    "opt": ("model.decoder.layers", "max_position_embeddings"),
+    "phi": ("model.layers", "max_position_embeddings"),
+    "gemma2": ("model.layers", "max_position_embeddings"),
+    "gemma3_text": ("model.layers", "max_position_embeddings"),
+    "persimmon": ("model.layers", "max_position_embeddings"),
 }
 
 TINY_LLAMA: dict[str, Any] = {
@@ -117,38 +123,48 @@ class LLMConfig:
     path: str | None = None  # local folder of any AutoModelForCausalLM; its weights are loaded
     config: dict[str, Any] = field(default_factory=lambda: dict(TINY_LLAMA))  # used when path is None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"  # sdpa where the family has it (Gemma 2: eager)
 
     def __post_init__(self) -> None:
         if self.path is None:  # keys checked and numbers coerced here, before any model is built
             object.__setattr__(self, "config", check_hf_config(self.config, "llama", "config", list(LLM_TABLE)))
 
 
+def _attention(hf: PretrainedConfig, wanted: str) -> str:
+    """``wanted``, except ``eager`` where ``transformers`` has no SDPA path for the family (Gemma 2: its
+    attention-logit softcapping), as ``transformers`` itself picks when no implementation is asked for."""
+    cls = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(hf), None)
+    return "eager" if wanted == "sdpa" and cls is not None and not cls._supports_sdpa else wanted
+
+
 def build_llm(config: LLMConfig, vocab_size: int | None = None) -> PreTrainedModel:
     """An ``AutoModelForCausalLM`` from ``config.path`` (weights) or ``config.config`` (random init).
 
-    ``vocab_size`` grows (never shrinks) the embeddings so added tokens such as ``<image>`` have rows.
+    ``vocab_size`` grows (never shrinks) the embeddings so added tokens such as ``<image>`` have rows. A family
+    outside ``LLM_TABLE`` is refused before any weight is read.
     """
     dtype = getattr(torch, config.dtype)
     if config.path is not None:
         check_folder(config.path, "llm.path", weights=True)  # no code from the folder, no pickled weights
-        model = AutoModelForCausalLM.from_pretrained(
-            config.path, dtype=dtype, attn_implementation=config.attn_implementation, use_safetensors=True,
-            **NO_REMOTE_CODE,
-        )
+        hf = AutoConfig.from_pretrained(config.path, **NO_REMOTE_CODE)
     else:
         kwargs = dict(config.config)
         model_type = kwargs.pop("model_type", "llama")
         if vocab_size is not None:  # grow to the tokenizer, never shrink (a checkpoint may have spare rows)
             kwargs["vocab_size"] = max(vocab_size, int(kwargs.get("vocab_size") or 0))
         hf = AutoConfig.for_model(model_type, **kwargs)
-        hf._attn_implementation = config.attn_implementation
-        model = AutoModelForCausalLM.from_config(hf, dtype=dtype, attn_implementation=config.attn_implementation)
-    if model.config.model_type not in LLM_TABLE:
+    if hf.model_type not in LLM_TABLE:
         raise ValueError(
-            f"LLM model_type {model.config.model_type!r} is not in vlfuse.llm.LLM_TABLE "
-            f"({', '.join(LLM_TABLE)}); add a row naming its decoder-layer path and position limit"
+            f"LLM model_type {hf.model_type!r} is not in vlfuse.llm.LLM_TABLE ({', '.join(LLM_TABLE)}); add a row "
+            "naming its decoder-layer path and position limit, and its tiny config to tests/unit/test_llm_families.py"
         )
+    attn = _attention(hf, config.attn_implementation)
+    if config.path is not None:
+        model = AutoModelForCausalLM.from_pretrained(config.path, config=hf, dtype=dtype, attn_implementation=attn,
+                                                     use_safetensors=True, **NO_REMOTE_CODE)
+    else:
+        hf._attn_implementation = attn
+        model = AutoModelForCausalLM.from_config(hf, dtype=dtype, attn_implementation=attn)
     if vocab_size is not None and vocab_size > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(vocab_size)
     return model
@@ -165,8 +181,14 @@ def output_cache(output: Any) -> Any:
 
 
 def hidden_size(model: PreTrainedModel) -> int:
-    """``Dt``, the LLM width."""
+    """``Dt``, the LLM's input width: what its embeddings (and so the visual tokens put among them) have."""
     return model.get_input_embeddings().embedding_dim
+
+
+def decoder_width(model: PreTrainedModel) -> int:
+    """The width of the decoder layers' hidden states: ``hidden_size`` but where the family projects its
+    embeddings in (OPT-350m: 512-wide embeddings, 1024-wide layers)."""
+    return int(model.config.hidden_size)
 
 
 def max_positions(model: PreTrainedModel) -> int:

@@ -15,9 +15,10 @@ How it reaches the LLM without editing ``transformers``: each chosen decoder lay
 ``FusedDecoderLayer`` that keeps the layer's state-dict keys (hooks strip / restore the ``layer.`` level) and
 delegates attribute reads to it. The blocks belong to the injector; the media travel through the LLM call as one
 keyword argument, which ``transformers`` decoder models hand down to their layers (``**kwargs``), and the wrapper
-takes it out before calling the layer. Nothing is stored on the layers. Any decoder-only LLM in
-``vlfuse.llm.LLM_TABLE`` works (tested: llama, qwen2, mistral, gpt2); to add one, add its row there and check
-that its model forwards ``**kwargs`` to its decoder layers.
+takes it out before calling the layer. Nothing is stored on the layers. Every LLM in ``vlfuse.llm.LLM_TABLE``
+works (each is tested in ``tests/unit/test_llm_families.py``); to add one, add its row there and its tiny config
+to that test, which checks that its model forwards ``**kwargs`` to its decoder layers. The blocks act at the
+decoder layers' width (``vlfuse.llm.decoder_width``), not the embeddings' (OPT-350m projects 512 to 1024).
 Shapes: ``B`` batch, ``T`` text length, ``N_all`` images in the batch, ``V`` visual tokens per image, ``Dt`` LLM
 width, ``Dm`` media width, ``W`` vocabulary size.
 """
@@ -41,7 +42,7 @@ from vlfuse.injection.xattn_media import (
     media_masks,
     pack_media,
 )
-from vlfuse.llm import cache_kwargs, decoder_layers, hidden_size, output_cache
+from vlfuse.llm import cache_kwargs, decoder_layers, decoder_width, output_cache
 from vlfuse.registry import INJECTIONS
 
 CONTEXT_KEY = "vlfuse_cross_attention"  # the keyword the media travel under, through the LLM to its layers
@@ -141,8 +142,8 @@ def block_positions(config: CrossAttentionConfig, n_layers: int) -> list[int]:
 
 
 def block_shape(config: CrossAttentionConfig, llm: PreTrainedModel) -> BlockShape:
-    """Resolve the block sizes left ``None`` from the LLM's config."""
-    dim = hidden_size(llm)
+    """Resolve the block sizes left ``None`` from the LLM's config; blocks act on the decoder layers' width."""
+    dim = decoder_width(llm)
     heads = config.heads or int(llm.config.num_attention_heads)
     head_dim = config.head_dim or dim // heads
     if config.head_dim is None and dim % heads:
