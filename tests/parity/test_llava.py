@@ -3,25 +3,50 @@
 from __future__ import annotations
 
 import torch
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from tokenizers.processors import TemplateProcessing
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    SiglipVisionConfig,
+)
 
 from tests.conftest import TINY_CLIP_VISION, TINY_LLAMA, WORDS
 from vlfuse import VLM
 from vlfuse.data.tokenizer import build_tokenizer
 
+TOWERS = {"clip": CLIPVisionConfig, "siglip": SiglipVisionConfig}
 
-def _save_tiny_llava(path):
+
+def _llama_tokenizer():
+    """The built-in BPE that, like Llama's tokenizer, puts BOS before every text it encodes with special tokens."""
     tok = build_tokenizer(WORDS)
+    tok._tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)])
+    return tok
+
+
+def _save_tiny_llava(path, tower="clip", select="default", text=None, image_processor=None):
+    """A random tiny ``LlavaForConditionalGeneration`` saved to ``path`` with its tokenizer; with
+    ``image_processor``, the whole ``LlavaProcessor`` (tokenizer + that image processor) is saved as transformers
+    saves it. ``text`` overrides keys of the Llama config (GQA, RoPE scaling)."""
+    tok = _llama_tokenizer()
     image_id = tok.convert_tokens_to_ids("<image>")
     vision = {k: v for k, v in TINY_CLIP_VISION.items() if k != "model_type"}
-    text = {k: v for k, v in TINY_LLAMA.items() if k != "model_type"}
-    config = LlavaConfig(vision_config=CLIPVisionConfig(**vision), text_config=LlamaConfig(vocab_size=len(tok), **text),
-                         image_token_id=image_id, vision_feature_layer=-2, vision_feature_select_strategy="default",
+    llama = {**{k: v for k, v in TINY_LLAMA.items() if k != "model_type"}, **(text or {})}
+    config = LlavaConfig(vision_config=TOWERS[tower](**vision), text_config=LlamaConfig(vocab_size=len(tok), **llama),
+                         image_token_id=image_id, vision_feature_layer=-2, vision_feature_select_strategy=select,
                          projector_hidden_act="gelu")
     torch.manual_seed(0)
     hf = LlavaForConditionalGeneration(config).eval()
     hf.save_pretrained(path)
-    tok.save_pretrained(path)
+    if image_processor is None:
+        tok.save_pretrained(path)
+    else:  # num_additional_image_tokens: CLIP's CLS, which SigLIP has not (as the released processors say)
+        LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=vision["patch_size"],
+                       vision_feature_select_strategy=select,
+                       num_additional_image_tokens=int(tower == "clip")).save_pretrained(path)
     return hf, tok
 
 

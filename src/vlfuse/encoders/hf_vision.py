@@ -1,7 +1,9 @@
 """Hugging Face vision towers (CLIP, SigLIP, ...) as vlfuse encoders, with LLaVA's feature-layer choice.
 
 LLaVA (Liu et al., 2023, arXiv:2304.08485; 1.5: arXiv:2310.03744) takes the hidden states of the penultimate
-layer (``feature_layer=-2``) and drops CLS (``select="default"``); ``select="full"`` keeps it.
+layer (``feature_layer=-2``) and drops the first feature (``select="default"``), CLIP's CLS; ``select="full"``
+keeps every feature. As in ``transformers``, ``default`` drops the first feature whatever the tower: a SigLIP
+tower has no CLS, so it loses its first real patch (``P - 1`` features); SigLIP LLaVAs are trained that way.
 Reference: ``transformers.LlavaModel.get_image_features``.
 Shapes: ``C`` channels, ``H W`` pixels, ``P`` patches per image, ``Dv`` tower width.
 """
@@ -37,7 +39,7 @@ class HFVisionConfig:
     path: str | None = None  # local folder of a CLIP/SigLIP (vision) model; weights are loaded from it
     config: dict[str, Any] = field(default_factory=dict)  # or a transformers config, e.g. {"model_type": ...}
     feature_layer: int = -2  # hidden-state index handed on (LLaVA: -2, the penultimate layer)
-    select: Literal["default", "full"] = "default"  # "default" drops CLS (LLaVA), "full" keeps it
+    select: Literal["default", "full"] = "default"  # "default" drops the first feature (LLaVA), "full" keeps all
     image_mean: tuple[float, ...] | None = None  # None: read from preprocessor_config.json or the tower table
     image_std: tuple[float, ...] | None = None
 
@@ -101,16 +103,16 @@ class HFVisionEncoder(VisionEncoder):
         return self.tower.config.to_dict()
 
     def num_patches(self, height: int, width: int) -> int:
-        keep_cls = self.has_cls and self.config.select == "full"
-        return (height // self.patch_size) * (width // self.patch_size) + int(keep_cls)
+        drop = int(self.config.select == "default")  # the first feature: CLS, or SigLIP's first patch
+        return (height // self.patch_size) * (width // self.patch_size) + int(self.has_cls) - drop
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B*N, C, H, W) -> (B*N, P, Dv)``."""
         self.check_pixels(pixel_values)
         out = self.tower(pixel_values=pixel_values, output_hidden_states=True)
         feats = out.hidden_states[self.config.feature_layer]  # (B*N, [1 +] P, Dv)
-        if self.has_cls and self.config.select == "default":
-            feats = feats[:, 1:]  # drop CLS: (B*N, P, Dv)
+        if self.config.select == "default":
+            feats = feats[:, 1:]  # drop the first feature, CLS or not (as transformers' LLaVA): (B*N, P', Dv)
         return feats
 
 
