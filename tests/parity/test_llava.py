@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from PIL import Image
 from tokenizers.processors import TemplateProcessing
 from transformers import (
+    AutoProcessor,
     CLIPVisionConfig,
     LlamaConfig,
     LlavaConfig,
@@ -16,6 +19,11 @@ from transformers import (
 from tests.conftest import TINY_CLIP_VISION, TINY_LLAMA, WORDS
 from vlfuse import VLM
 from vlfuse.data.tokenizer import build_tokenizer
+
+try:  # transformers 5 without torchvision: the PIL backend (the class transformers itself falls back to)
+    from transformers import SiglipImageProcessorPil as SiglipImageProcessor
+except ImportError:
+    from transformers import SiglipImageProcessor
 
 TOWERS = {"clip": CLIPVisionConfig, "siglip": SiglipVisionConfig}
 
@@ -71,3 +79,27 @@ def test_llava_logits_match_transformers(tmp_path):
     with torch.no_grad():
         other = ours(input_ids, attention_mask=mask, pixel_values=torch.stack([pixels[0], -pixels[1]])).logits
     assert not torch.allclose(other[0, -1], got[0, -1])
+
+
+@pytest.mark.parametrize(("select", "tokens"), [("default", 15), ("full", 16)])
+def test_siglip_tower_features_and_token_count_match_transformers(tmp_path, select, tokens):
+    """SigLIP has no CLS: ``default`` drops its first patch as transformers does, ``full`` keeps all 16."""
+    hf, tok = _save_tiny_llava(tmp_path, tower="siglip", select=select, image_processor=SiglipImageProcessor(
+        size={"height": 8, "width": 8}))
+    ours = VLM.from_transformers(str(tmp_path)).eval()
+    hproc = AutoProcessor.from_pretrained(str(tmp_path))
+    image_id = tok.convert_tokens_to_ids("<image>")
+    expanded = hproc(text="what <image> is", images=[Image.new("RGB", (8, 8))], return_tensors="pt")["input_ids"]
+    assert ours.visual_tokens == tokens == int((expanded == image_id).sum())  # the processor's count is the model's
+    pixels = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        want = hf.model.get_image_features(pixel_values=pixels).pooler_output  # 2 x (V, Dt)
+        got = ours.encode_images(pixels)  # (2, V, Dt)
+    torch.testing.assert_close(got, torch.stack(list(want)), atol=1e-5, rtol=1e-5)
+    words = [tok(w, add_special_tokens=False).input_ids for w in ("what", "is the")]
+    input_ids = torch.tensor([words[0] + [image_id] * tokens + words[1] + [image_id] * tokens])
+    mask = torch.ones_like(input_ids)
+    with torch.no_grad():
+        ref = hf(input_ids=input_ids, pixel_values=pixels, attention_mask=mask).logits
+        logits = ours(input_ids, attention_mask=mask, pixel_values=pixels).logits
+    torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-5)

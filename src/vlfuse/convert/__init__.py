@@ -3,8 +3,9 @@
 One file per family registers a converter for its ``model_type`` in ``CONVERTERS`` (``llava``, ``blip-2``,
 ``idefics``, ``mllama``; ``idefics2`` holds the Idefics2 / Idefics3 connector loaders). A converter builds the
 ``VLMConfig`` from the HF config and maps the weights' keys; ``from_transformers`` adds the saved image processor's
-settings (``convert/processor.py``), builds the model with its parameters on ``meta`` and assigns the weights (safetensors, never unpickled,
-strict), in the checkpoint's dtype unless told otherwise. Nothing in the folder runs (``vlfuse.hub``).
+settings (``convert/processor.py``), builds the model with its parameters on ``meta`` and assigns the weights
+(safetensors, never unpickled, strict), in the checkpoint's dtype unless told otherwise. Nothing in the folder runs
+(``vlfuse.hub``).
 """
 
 from __future__ import annotations

@@ -10,9 +10,7 @@ Shapes: ``C`` channels, ``H W`` pixels, ``P`` patches per image, ``Dv`` tower wi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -128,10 +126,10 @@ def _load_tower(path: str, vcfg: PretrainedConfig) -> torch.nn.Module:
 
 
 def _normalisation(path: str | None) -> tuple[Any, Any]:
+    """The mean and std of the image processor saved with a tower folder (None, None when there is none)."""
     if path is None:
         return None, None
-    pp = Path(path) / "preprocessor_config.json"
-    if not pp.is_file():
-        return None, None
-    data = json.loads(pp.read_text())
-    return data.get("image_mean"), data.get("image_std")
+    from vlfuse.convert.processor import image_processor_dict  # here: vlfuse.convert imports this module
+
+    data, _ = image_processor_dict(path)
+    return (data.get("image_mean"), data.get("image_std")) if data else (None, None)
