@@ -153,3 +153,13 @@ def test_image_processors_vlfuse_cannot_follow_are_refused(tmp_path, fields, mat
     _processor(tmp_path, **fields)
     with pytest.raises(ValueError, match=match):
         VLM.from_transformers(str(tmp_path))
+
+
+def test_a_llava_processor_that_expands_image_to_another_count_is_refused(tmp_path):
+    """CLIP with ``default`` hands on 16 features; a processor without CLIP's extra token would expand to 15."""
+    _save_tiny_llava(tmp_path)
+    (tmp_path / "processor_config.json").write_text(json.dumps({
+        "processor_class": "LlavaProcessor", "patch_size": 2, "num_additional_image_tokens": 0,
+        "vision_feature_select_strategy": "default"}))
+    with pytest.raises(ValueError, match=r"expand <image> to 15 tokens, but the clip_vision_model tower hands on 16"):
+        VLM.from_transformers(str(tmp_path))

@@ -21,7 +21,7 @@ from vlfuse.hub import NO_REMOTE_CODE, check_folder
 from vlfuse.registry import ENCODERS
 
 # per model_type: does the tower prepend a CLS token, and the normalisation its released weights use
-_TOWERS: dict[str, dict[str, Any]] = {
+TOWERS: dict[str, dict[str, Any]] = {
     "clip_vision_model": {
         "cls": True,
         "mean": (0.48145466, 0.4578275, 0.40821073),
@@ -45,7 +45,7 @@ class HFVisionConfig:
         if self.path is None and self.config:  # keys checked against the tower's config class, numbers coerced
             from vlfuse.llm import check_hf_config
 
-            checked = check_hf_config(self.config, "clip_vision_model", "config", [*_TOWERS, "clip", "siglip"])
+            checked = check_hf_config(self.config, "clip_vision_model", "config", [*TOWERS, "clip", "siglip"])
             object.__setattr__(self, "config", checked)
 
 
@@ -80,13 +80,13 @@ class HFVisionEncoder(VisionEncoder):
         super().__init__()
         self.config = config
         vcfg = _vision_config(config)
-        if vcfg.model_type not in _TOWERS:
-            raise ValueError(f"vision tower model_type {vcfg.model_type!r} is not supported; choices: {list(_TOWERS)}")
+        if vcfg.model_type not in TOWERS:
+            raise ValueError(f"vision tower model_type {vcfg.model_type!r} is not supported; choices: {list(TOWERS)}")
         if config.path is not None:
             self.tower = _load_tower(config.path, vcfg)
         else:
             self.tower = AutoModel.from_config(vcfg)
-        table = _TOWERS[vcfg.model_type]
+        table = TOWERS[vcfg.model_type]
         self.has_cls = table["cls"]
         self.embed_dim = vcfg.hidden_size
         self.image_size = vcfg.image_size
