@@ -25,10 +25,10 @@ try:  # transformers 5 without torchvision: the PIL backends (the classes transf
 except ImportError:
     from transformers import CLIPImageProcessor, SiglipImageProcessor
 
-# several images in one prompt (4: three, interleaved with text), adjacent images (1), counts 2 / 1 / 0 / 3
+# images per prompt 2 / 1 / 0 / 3: two adjacent (<image><image>), one inside the text, none, three interleaved
 TEXTS = ["<image><image>\nwhat color is the circle ?", "is the <image> left of the square ?",
          "what color is the square ?", "<image> the circle and <image> the square and <image> a ?"]
-SIZES = [[(12, 20), (9, 9)], [(30, 11)], [], [(8, 8), (17, 13), (10, 26)]]  # (W, H): wide, square, tall
+SIZES = [[(12, 20), (9, 9)], [(30, 11)], [], [(8, 8), (17, 13), (10, 26)]]  # (W, H): tall, square, wide, ...
 GQA = {"num_attention_heads": 4, "num_key_value_heads": 1}  # 4 query heads share one K/V head
 LLAMA3 = {"rope_parameters": {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
                               "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}
@@ -97,12 +97,12 @@ def _run(tmp_path, side="left", **llava):
     back = VLM.from_pretrained(str(tmp_path / "vlfuse")).eval()
     assert back.config.image == model.config.image
     _check_user_path(back, ref, logits, new, groups, side)
-    return model, ref
+    return model, ref, hf
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_clip_llava_user_path_equals_transformers(tmp_path, side):
-    model, ref = _run(tmp_path, side, image_processor=_clip_processor())
+    model, ref, _ = _run(tmp_path, side, image_processor=_clip_processor())
     cfg = model.config.image
     assert (cfg.resize, cfg.resample, cfg.shortest_edge) == ("crop", "bicubic", 10)  # read from processor_config
     bos, image_id = model.tokenizer.bos_token_id, model.injector.image_token_id
@@ -113,13 +113,15 @@ def test_clip_llava_user_path_equals_transformers(tmp_path, side):
 
 @pytest.mark.parametrize("text", [GQA, LLAMA3, LINEAR], ids=["gqa", "rope-llama3", "rope-linear"])
 def test_llava_text_configs_on_the_user_path_equal_transformers(tmp_path, text):
-    model, _ = _run(tmp_path, image_processor=_clip_processor(), text=text)
+    model, _, hf = _run(tmp_path, image_processor=_clip_processor(), text=text)
     for key, value in text.items():
         assert getattr(model.llm.config, key) == value
+    inv_freq = [dict(m.named_buffers())[k] for m in (model, hf) for k in dict(m.named_buffers()) if "inv_freq" in k]
+    torch.testing.assert_close(inv_freq[0], inv_freq[1], atol=0, rtol=0)  # the scaled RoPE frequencies
 
 
 def test_siglip_llava_user_path_equals_transformers(tmp_path):
-    model, ref = _run(tmp_path, tower="siglip", image_processor=_siglip_processor())
+    model, ref, _ = _run(tmp_path, tower="siglip", image_processor=_siglip_processor())
     assert model.visual_tokens == 15  # 16 patches; "default" drops the first (SigLIP has no CLS)
     assert (model.config.image.resize, model.config.image.resample) == ("stretch", "bilinear")
     assert model.encoder.image_mean == (0.5, 0.5, 0.5)
