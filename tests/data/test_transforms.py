@@ -101,15 +101,16 @@ def test_crop_matches_clip_image_processor(size):
     torch.testing.assert_close(got, want.float(), atol=1e-4, rtol=0)
 
 
-def test_pad_matches_llava_image_processor():
+@pytest.mark.parametrize("edge", [16, 20])  # the short side before the crop: the crop's own, or larger
+def test_pad_matches_llava_image_processor(edge):
     try:
         from transformers import LlavaImageProcessorPil as LlavaProcessor
     except ImportError:
         from transformers import LlavaImageProcessor as LlavaProcessor
     image = gradient(30, 18)
-    ref = LlavaProcessor(do_pad=True, size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    ref = LlavaProcessor(do_pad=True, size={"shortest_edge": edge}, crop_size={"height": 16, "width": 16})
     want = torch.as_tensor(np.asarray(ref(image, return_tensors="np")["pixel_values"][0]))  # (3, 16, 16)
-    got = ImageTransform(16, CLIP_MEAN, CLIP_STD, resize="pad")(image)
+    got = ImageTransform(16, CLIP_MEAN, CLIP_STD, resize="pad", shortest_edge=edge)(image)
     torch.testing.assert_close(got, want.float(), atol=1e-4, rtol=0)
 
 
