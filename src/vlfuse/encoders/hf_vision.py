@@ -3,7 +3,7 @@
 LLaVA (Liu et al., 2023, arXiv:2304.08485; 1.5: arXiv:2310.03744) takes the hidden states of the penultimate
 layer (``feature_layer=-2``) and drops the first feature (``select="default"``), CLIP's CLS; ``select="full"``
 keeps every feature. As in ``transformers``, ``default`` drops the first feature whatever the tower: a SigLIP
-tower has no CLS, so it loses its first real patch (``P - 1`` features); SigLIP LLaVAs are trained that way.
+tower has no CLS, so it loses its first real patch (``P - 1`` features), as a SigLIP LLaVA saved with it was trained.
 Reference: ``transformers.LlavaModel.get_image_features``.
 Shapes: ``C`` channels, ``H W`` pixels, ``P`` patches per image, ``Dv`` tower width.
 """
