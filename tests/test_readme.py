@@ -21,6 +21,26 @@ def test_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "tiny-llava" / "config.json").is_file()
 
 
+def test_loading_example_runs_on_a_saved_llava(tmp_path):
+    """The "Loading a transformers checkpoint" block on a tiny LLaVA saved with its processor (parity: tests/parity)."""
+    from PIL import Image
+    from transformers import CLIPImageProcessorPil
+
+    from tests.parity.test_llava import _save_tiny_llava
+
+    _save_tiny_llava(tmp_path, image_processor=CLIPImageProcessorPil(size={"shortest_edge": 8},
+                                                                      crop_size={"height": 8, "width": 8}))
+    section = README.read_text().split("## Loading a transformers checkpoint", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10
+    names = {"folder": str(tmp_path), **{f"img_{k}": Image.new("RGB", (12, 9), c) for k, c in
+                                         zip("abc", ("red", "green", "blue"))}}
+    exec(compile(code, "README.md", "exec"), names)
+    assert names["batch"]["image_counts"].tolist() == [1, 2]
+    assert names["logits"].shape[:2] == names["batch"]["input_ids"].shape
+    assert names["new_ids"].shape[0] == 2 and 1 <= names["new_ids"].shape[1] <= 16
+
+
 def test_readme_stays_under_300_lines():
     n = len(README.read_text().splitlines())
     assert n < 300, f"README.md has {n} lines; move the long parts to docs/ and link them"

@@ -19,7 +19,7 @@ from vlfuse.config import component
 from vlfuse.connectors.base import Connector
 from vlfuse.data.collate import Processor
 from vlfuse.data.tokenizer import TokenizerConfig, load_tokenizer
-from vlfuse.data.transforms import ImageConfig, ImageTransform
+from vlfuse.data.transforms import ImageConfig, image_transform
 from vlfuse.encoders.base import VisionEncoder
 from vlfuse.injection.base import Injector
 from vlfuse.llm import LLMConfig, build_llm, hidden_size, max_positions
@@ -110,9 +110,7 @@ class VLM(nn.Module):
 
     def processor(self) -> Processor:
         """The ``Processor`` (template, image expansion, transforms) that matches this model."""
-        enc = self.encoder
-        transform = ImageTransform(enc.image_size, enc.image_mean, enc.image_std, enc.in_channels,
-                                   self.config.image.resize)  # pad / crop / stretch, as saved with the model
+        transform = image_transform(self.encoder, self.config.image)  # resize, filter, scale: as saved with it
         return Processor(self.tokenizer, transform, self.injector.placeholder_tokens(self.visual_tokens),
                          self.max_length, self.config.tokenizer.image_token, self.visual_tokens)
 
@@ -207,8 +205,8 @@ class VLM(nn.Module):
                           device: str | torch.device = "cpu") -> VLM:
         """Load a saved ``transformers`` VLM (e.g. ``LlavaForConditionalGeneration``) into the equivalent VLM.
 
-        ``dtype="auto"`` follows the dtype saved in its config.json (as transformers does); its
-        ``preprocessor_config.json`` gives the normalisation and ``config.image.resize``. Refuses folders that ask
+        ``dtype="auto"`` follows the dtype saved in its config.json (as transformers does); its saved image
+        processor gives the normalisation and ``config.image`` (resize, filter, scale). Refuses folders that ask
         to run their own code and pickled weights.
 
         Example:

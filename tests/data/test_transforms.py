@@ -101,15 +101,16 @@ def test_crop_matches_clip_image_processor(size):
     torch.testing.assert_close(got, want.float(), atol=1e-4, rtol=0)
 
 
-def test_pad_matches_llava_image_processor():
+@pytest.mark.parametrize("edge", [16, 20])  # the short side before the crop: the crop's own, or larger
+def test_pad_matches_llava_image_processor(edge):
     try:
         from transformers import LlavaImageProcessorPil as LlavaProcessor
     except ImportError:
         from transformers import LlavaImageProcessor as LlavaProcessor
     image = gradient(30, 18)
-    ref = LlavaProcessor(do_pad=True, size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    ref = LlavaProcessor(do_pad=True, size={"shortest_edge": edge}, crop_size={"height": 16, "width": 16})
     want = torch.as_tensor(np.asarray(ref(image, return_tensors="np")["pixel_values"][0]))  # (3, 16, 16)
-    got = ImageTransform(16, CLIP_MEAN, CLIP_STD, resize="pad")(image)
+    got = ImageTransform(16, CLIP_MEAN, CLIP_STD, resize="pad", shortest_edge=edge)(image)
     torch.testing.assert_close(got, want.float(), atol=1e-4, rtol=0)
 
 
@@ -123,9 +124,37 @@ def test_the_model_processor_uses_the_configured_mode(mode):
     assert transform.resize == mode and torch.equal(transform(wide), want)
 
 
-def test_the_mode_is_saved_with_the_model(tmp_path):
+def test_the_image_settings_are_saved_with_the_model(tmp_path):
     from vlfuse.model import VLM
 
-    tiny_vlm(image={"resize": "crop"}).save_pretrained(str(tmp_path / "m"))
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["model"]["image"] == {"resize": "crop"}
-    assert VLM.from_pretrained(str(tmp_path / "m")).processor().transform.resize == "crop"
+    tiny_vlm(image={"resize": "crop", "resample": "bilinear", "shortest_edge": 10}).save_pretrained(str(tmp_path / "m"))
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["model"]["image"] == {"resize": "crop", "resample": "bilinear", "shortest_edge": 10, "rescale": 1 / 255}
+    transform = VLM.from_pretrained(str(tmp_path / "m")).processor().transform
+    assert (transform.resize, transform.resample, transform.edge) == ("crop", "bilinear", 10)
+    meta["model"]["image"] = {"resize": "crop"}  # saved before the filter, edge and scale were kept: the defaults
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    transform = VLM.from_pretrained(str(tmp_path / "m")).processor().transform
+    assert (transform.resize, transform.resample, transform.edge, transform.rescale) == ("crop", "bicubic", 8, 1 / 255)
+
+
+@pytest.mark.parametrize(("resample", "code"), [("bilinear", 2), ("nearest", 0), ("lanczos", 1)])
+def test_crop_with_a_larger_short_side_and_other_filters_matches_clip_image_processor(resample, code):
+    try:
+        from transformers import CLIPImageProcessorPil as CLIPProcessor
+    except ImportError:
+        from transformers import CLIPImageProcessor as CLIPProcessor
+    image = gradient(37, 23)
+    ref = CLIPProcessor(size={"shortest_edge": 20}, crop_size={"height": 16, "width": 16}, resample=code)
+    want = torch.as_tensor(np.asarray(ref(image, return_tensors="np")["pixel_values"][0]))  # (3, 16, 16)
+    got = ImageTransform(16, CLIP_MEAN, CLIP_STD, resize="crop", resample=resample, shortest_edge=20)(image)
+    torch.testing.assert_close(got, want.float(), atol=1e-4, rtol=0)
+
+
+def test_bad_filters_and_edges_are_refused():
+    with pytest.raises(ValueError, match=r"'cubic' is not one of nearest, lanczos.*model.image.resample"):
+        ImageTransform(8, (0.5,) * 3, (0.5,) * 3, resample="cubic")
+    with pytest.raises(ValueError, match="shortest_edge=6 is below the 8 px crop"):
+        ImageTransform(8, (0.5,) * 3, (0.5,) * 3, resize="crop", shortest_edge=6)
+    with pytest.raises(ValueError, match="'lanczos' has no torch equivalent for tensor images; give PIL"):
+        ImageTransform(8, (0.5,) * 3, (0.5,) * 3, resample="lanczos")(torch.rand(3, 8, 8))

@@ -128,3 +128,38 @@ def test_a_fixed_square_processor_is_stretch_and_no_processor_keeps_the_defaults
     with pytest.raises(ValueError, match="outputs 16 px images but the vision tower takes 8 px"):
         VLM.from_transformers(str(tmp_path))
 
+
+
+def test_processor_config_json_is_read_before_preprocessor_config_json(tmp_path):
+    """transformers 5 saves the image processor inside processor_config.json; it wins, as in AutoImageProcessor."""
+    _save_tiny_llava(tmp_path)
+    _processor(tmp_path, size={"height": 8, "width": 8}, image_mean=[0.5] * 3, image_std=[0.5] * 3)  # stretch
+    nested = {"processor_class": "LlavaProcessor", "image_processor": {
+        "do_center_crop": True, "crop_size": {"height": 8, "width": 8}, "size": {"shortest_edge": 12},
+        "image_mean": [0.25] * 3, "image_std": [0.75] * 3, "resample": 1, "do_rescale": False}}
+    (tmp_path / "processor_config.json").write_text(json.dumps(nested))
+    model = VLM.from_transformers(str(tmp_path))
+    assert model.encoder.image_mean == (0.25,) * 3 and model.encoder.image_std == (0.75,) * 3
+    image = model.config.image
+    assert (image.resize, image.resample, image.shortest_edge, image.rescale) == ("crop", "lanczos", 12, 1.0)
+
+
+@pytest.mark.parametrize(("fields", "match"), [
+    ({"do_resize": False, "size": {"height": 8, "width": 8}}, "do_resize is false, so its images keep their own"),
+    ({"size": {"height": 8, "width": 8}, "resample": 9}, r"resample=9 is not a PIL filter \(0..5"),
+])
+def test_image_processors_vlfuse_cannot_follow_are_refused(tmp_path, fields, match):
+    _save_tiny_llava(tmp_path)
+    _processor(tmp_path, **fields)
+    with pytest.raises(ValueError, match=match):
+        VLM.from_transformers(str(tmp_path))
+
+
+def test_a_llava_processor_that_expands_image_to_another_count_is_refused(tmp_path):
+    """CLIP with ``default`` hands on 16 features; a processor without CLIP's extra token would expand to 15."""
+    _save_tiny_llava(tmp_path)
+    (tmp_path / "processor_config.json").write_text(json.dumps({
+        "processor_class": "LlavaProcessor", "patch_size": 2, "num_additional_image_tokens": 0,
+        "vision_feature_select_strategy": "default"}))
+    with pytest.raises(ValueError, match=r"expand <image> to 15 tokens, but the clip_vision_model tower hands on 16"):
+        VLM.from_transformers(str(tmp_path))

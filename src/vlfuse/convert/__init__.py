@@ -3,8 +3,9 @@
 One file per family registers a converter for its ``model_type`` in ``CONVERTERS`` (``llava``, ``blip-2``,
 ``idefics``, ``mllama``; ``idefics2`` holds the Idefics2 / Idefics3 connector loaders). A converter builds the
 ``VLMConfig`` from the HF config and maps the weights' keys; ``from_transformers`` adds the saved image processor's
-settings, builds the model with its parameters on ``meta`` and assigns the weights (safetensors, never unpickled,
-strict), in the checkpoint's dtype unless told otherwise. Nothing in the folder runs (``vlfuse.hub``).
+settings (``convert/processor.py``), builds the model with its parameters on ``meta`` and assigns the weights
+(safetensors, never unpickled, strict), in the checkpoint's dtype unless told otherwise. Nothing in the folder runs
+(``vlfuse.hub``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ __all__ = ["CONVERTERS", "Converted", "converter", "from_transformers", "read_im
 def _with_image_settings(config: Any, settings: ImageSettings, image_size: int | None) -> Any:
     """``config`` with the processor's normalisation on the encoder and its aspect-ratio mode in ``image``."""
     if settings.size is not None and image_size is not None and settings.size != image_size:
-        raise ValueError(f"preprocessor_config.json outputs {settings.size} px images but the vision tower takes "
+        raise ValueError(f"the saved image processor outputs {settings.size} px images but the vision tower takes "
                          f"{image_size} px; save the processor that belongs to this model")
     changes: dict[str, Any] = {}
     fields = {f.name for f in dataclasses.fields(config.encoder)}

@@ -8,7 +8,9 @@ Two steps, each as the encoder's own processor does it:
 * ``ImageConfig.resize``: how an image of any aspect ratio becomes ``size x size``. ``pad`` is LLaVA-1.5's
   ``expand2square`` (https://github.com/haotian-liu/LLaVA, ``mm_utils.py``): centre the image on a square of the
   mean colour (``int(mean * 255)``), then resize. ``crop`` is ``CLIPImageProcessor``: resize the short side to
-  ``size`` (bicubic), centre-crop. ``stretch`` resizes both sides, ignoring the aspect ratio.
+  ``shortest_edge`` (default ``size``), centre-crop ``size``. ``stretch`` resizes both sides, ignoring the aspect
+  ratio. Every resize uses ``ImageConfig.resample`` (PIL's filter; bicubic unless the saved processor says
+  otherwise, e.g. SigLIP's bilinear); 8-bit pixels are scaled by ``rescale`` (1 / 255) before normalising.
 
 Shapes: ``C`` channels, ``H W`` pixels.
 """
@@ -25,6 +27,9 @@ from PIL import Image
 
 Resize = Literal["pad", "crop", "stretch"]
 RESIZE_MODES: tuple[str, ...] = get_args(Resize)
+Resample = Literal["nearest", "lanczos", "bilinear", "bicubic", "box", "hamming"]  # in the order of PIL's codes 0..5
+RESAMPLE_FILTERS: tuple[str, ...] = get_args(Resample)
+_TENSOR_MODES = {"nearest": "nearest-exact", "bilinear": "bilinear", "bicubic": "bicubic"}  # PIL name -> torch mode
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 
 
@@ -35,6 +40,14 @@ class ImageConfig:
     # pad: to a square with the mean colour, then resize (LLaVA-1.5); crop: short side to size, centre crop
     # (CLIP's processor); stretch: resize both sides, ignoring the aspect ratio
     resize: Resize = "pad"
+    resample: Resample = "bicubic"  # the filter of every resize (a transformers processor's `resample`)
+    shortest_edge: int | None = None  # pad / crop: the short side before the centre crop (None: the input size)
+    rescale: float = 1 / 255  # 8-bit pixels -> [0, 1] (a transformers processor's `rescale_factor`)
+
+    def __post_init__(self) -> None:
+        if self.shortest_edge is not None and self.shortest_edge < 1:
+            raise ValueError(f"image.shortest_edge={self.shortest_edge}: need a side >= 1 px, or null for the "
+                             "encoder's input size")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -64,13 +77,14 @@ def crop_size(width: int, height: int, size: int) -> tuple[int, int]:
 
 
 class ImageTransform:
-    """Resize to ``size x size`` by ``resize`` (bicubic), scale to [0, 1], normalise with ``mean``/``std``.
+    """Resize to ``size x size`` by ``resize``, scale to [0, 1], normalise with ``mean``/``std``.
 
     Args:
         size: the encoder's input side.
         mean, std: per-channel normalisation (the encoder's); ``pad`` fills with ``mean``.
         channels: 3 (RGB) or 1 (grey).
         resize: ``pad`` | ``crop`` | ``stretch`` (``ImageConfig.resize``).
+        resample, shortest_edge, rescale: as in ``ImageConfig``.
 
     Example:
         >>> t = ImageTransform(32, (0.5,) * 3, (0.5,) * 3, resize="crop")
@@ -79,11 +93,20 @@ class ImageTransform:
     """
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], channels: int = 3,
-                 resize: str = "pad") -> None:
+                 resize: str = "pad", resample: str = "bicubic", shortest_edge: int | None = None,
+                 rescale: float = 1 / 255) -> None:
         if resize not in RESIZE_MODES:
             raise ValueError(f"image resize mode {resize!r} is not one of {', '.join(RESIZE_MODES)}; "
                              "set model.image.resize to one of them")
+        if resample not in RESAMPLE_FILTERS:
+            raise ValueError(f"image resample filter {resample!r} is not one of {', '.join(RESAMPLE_FILTERS)}; "
+                             "set model.image.resample to one of them")
+        if shortest_edge is not None and shortest_edge < size and resize != "stretch":
+            raise ValueError(f"image.shortest_edge={shortest_edge} is below the {size} px crop; the crop would run "
+                             f"off the image; use shortest_edge >= {size} (or null)")
         self.size, self.channels, self.resize = size, channels, resize
+        self.resample, self.rescale = resample, rescale
+        self.edge = shortest_edge or size  # short side before the centre crop (pad, crop)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.fill = tuple(int(m * 255) for m in mean)  # LLaVA's background: the mean colour, truncated to 0..255
@@ -102,7 +125,7 @@ class ImageTransform:
         x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # (H, W, C) or (H, W)
         if x.ndim == 2:
             x = x.unsqueeze(-1)  # (H, W, 1)
-        return self._normalise(x.permute(2, 0, 1).float() / 255.0)  # (C, size, size)
+        return self._normalise(x.permute(2, 0, 1).float() * self.rescale)  # (C, size, size)
 
     def _square(self, image: Image.Image) -> Image.Image:
         s, (w, h) = self.size, image.size
@@ -111,16 +134,15 @@ class ImageTransform:
             fill = self.fill[0] if image.mode in ("L", "I", "F") else self.fill
             square = Image.new(image.mode, (side, side), fill)
             square.paste(image, ((side - w) // 2, (side - h) // 2))
-            image = square
-        if self.resize == "crop":
-            new = crop_size(w, h, s)
-            if new != (w, h):
-                image = image.resize(new, Image.Resampling.BICUBIC)
-            left, top = (new[0] - s) // 2, (new[1] - s) // 2
-            return image.crop((left, top, left + s, top + s)) if new != (s, s) else image
-        if image.size != (s, s):
-            image = image.resize((s, s), Image.Resampling.BICUBIC)
-        return image
+            image, w, h = square, side, side
+        filt = Image.Resampling[self.resample.upper()]
+        if self.resize == "stretch":
+            return image.resize((s, s), filt) if image.size != (s, s) else image
+        new = crop_size(w, h, self.edge)  # short side to the edge, then the centre crop
+        if new != (w, h):
+            image = image.resize(new, filt)
+        left, top = (new[0] - s) // 2, (new[1] - s) // 2
+        return image.crop((left, top, left + s, top + s)) if new != (s, s) else image
 
     def _tensor(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 3 or x.shape[0] != self.channels:
@@ -128,7 +150,10 @@ class ImageTransform:
                 f"image tensor has shape {tuple(x.shape)}; expected ({self.channels}, H, W) with values in [0, 1] "
                 f"(convert grayscale/RGBA images to {self.channels} channels first)"
             )
-        x, s = x.float(), self.size
+        if self.resample not in _TENSOR_MODES:
+            raise ValueError(f"image.resample={self.resample!r} has no torch equivalent for tensor images; give PIL "
+                             f"images (or paths), or use one of {', '.join(_TENSOR_MODES)}")
+        x, s, mode = x.float(), self.size, _TENSOR_MODES[self.resample]
         h, w = x.shape[1:]
         if self.resize == "pad" and h != w:
             side = max(h, w)
@@ -136,19 +161,27 @@ class ImageTransform:
             top, left = (side - h) // 2, (side - w) // 2
             square[:, top:top + h, left:left + w] = x
             x, h, w = square, side, side
-        if self.resize == "crop":
-            nw, nh = crop_size(w, h, s)
-            x = _interpolate(x, nh, nw)  # (C, nh, nw), short side = size
-            top, left = (nh - s) // 2, (nw - s) // 2
-            return self._normalise(x[:, top:top + s, left:left + s])  # (C, size, size)
-        return self._normalise(_interpolate(x, s, s))  # (C, size, size)
+        if self.resize == "stretch":
+            return self._normalise(_interpolate(x, s, s, mode))  # (C, size, size)
+        nw, nh = crop_size(w, h, self.edge)
+        x = _interpolate(x, nh, nw, mode)  # (C, nh, nw), short side = edge
+        top, left = (nh - s) // 2, (nw - s) // 2
+        return self._normalise(x[:, top:top + s, left:left + s])  # (C, size, size)
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std  # (C, H, W)
 
 
-def _interpolate(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``(C, H, W) -> (C, h, w)``, bicubic with antialiasing (as PIL does), kept in [0, 1]."""
+def image_transform(encoder: Any, image: ImageConfig) -> ImageTransform:
+    """The transform for ``encoder`` (its size, normalisation and channels) under the model's ``image`` config."""
+    return ImageTransform(encoder.image_size, encoder.image_mean, encoder.image_std, encoder.in_channels,
+                          image.resize, image.resample, image.shortest_edge, image.rescale)
+
+
+def _interpolate(x: torch.Tensor, h: int, w: int, mode: str = "bicubic") -> torch.Tensor:
+    """``(C, H, W) -> (C, h, w)``, antialiased when it filters (as PIL does), kept in [0, 1]."""
     if x.shape[1:] == (h, w):
         return x
-    return torch.nn.functional.interpolate(x[None], size=(h, w), mode="bicubic", antialias=True)[0].clamp(0, 1)
+    smooth = mode in ("bilinear", "bicubic")
+    out = torch.nn.functional.interpolate(x[None], size=(h, w), mode=mode, antialias=smooth)[0]
+    return out.clamp(0, 1)

@@ -1,16 +1,16 @@
 """Hugging Face vision towers (CLIP, SigLIP, ...) as vlfuse encoders, with LLaVA's feature-layer choice.
 
 LLaVA (Liu et al., 2023, arXiv:2304.08485; 1.5: arXiv:2310.03744) takes the hidden states of the penultimate
-layer (``feature_layer=-2``) and drops CLS (``select="default"``); ``select="full"`` keeps it.
+layer (``feature_layer=-2``) and drops the first feature (``select="default"``), CLIP's CLS; ``select="full"``
+keeps every feature. As in ``transformers``, ``default`` drops the first feature whatever the tower: a SigLIP
+tower has no CLS, so it loses its first real patch (``P - 1`` features), as a SigLIP LLaVA saved with it was trained.
 Reference: ``transformers.LlavaModel.get_image_features``.
 Shapes: ``C`` channels, ``H W`` pixels, ``P`` patches per image, ``Dv`` tower width.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -21,7 +21,7 @@ from vlfuse.hub import NO_REMOTE_CODE, check_folder
 from vlfuse.registry import ENCODERS
 
 # per model_type: does the tower prepend a CLS token, and the normalisation its released weights use
-_TOWERS: dict[str, dict[str, Any]] = {
+TOWERS: dict[str, dict[str, Any]] = {
     "clip_vision_model": {
         "cls": True,
         "mean": (0.48145466, 0.4578275, 0.40821073),
@@ -37,7 +37,7 @@ class HFVisionConfig:
     path: str | None = None  # local folder of a CLIP/SigLIP (vision) model; weights are loaded from it
     config: dict[str, Any] = field(default_factory=dict)  # or a transformers config, e.g. {"model_type": ...}
     feature_layer: int = -2  # hidden-state index handed on (LLaVA: -2, the penultimate layer)
-    select: Literal["default", "full"] = "default"  # "default" drops CLS (LLaVA), "full" keeps it
+    select: Literal["default", "full"] = "default"  # "default" drops the first feature (LLaVA), "full" keeps all
     image_mean: tuple[float, ...] | None = None  # None: read from preprocessor_config.json or the tower table
     image_std: tuple[float, ...] | None = None
 
@@ -45,7 +45,7 @@ class HFVisionConfig:
         if self.path is None and self.config:  # keys checked against the tower's config class, numbers coerced
             from vlfuse.llm import check_hf_config
 
-            checked = check_hf_config(self.config, "clip_vision_model", "config", [*_TOWERS, "clip", "siglip"])
+            checked = check_hf_config(self.config, "clip_vision_model", "config", [*TOWERS, "clip", "siglip"])
             object.__setattr__(self, "config", checked)
 
 
@@ -80,13 +80,13 @@ class HFVisionEncoder(VisionEncoder):
         super().__init__()
         self.config = config
         vcfg = _vision_config(config)
-        if vcfg.model_type not in _TOWERS:
-            raise ValueError(f"vision tower model_type {vcfg.model_type!r} is not supported; choices: {list(_TOWERS)}")
+        if vcfg.model_type not in TOWERS:
+            raise ValueError(f"vision tower model_type {vcfg.model_type!r} is not supported; choices: {list(TOWERS)}")
         if config.path is not None:
             self.tower = _load_tower(config.path, vcfg)
         else:
             self.tower = AutoModel.from_config(vcfg)
-        table = _TOWERS[vcfg.model_type]
+        table = TOWERS[vcfg.model_type]
         self.has_cls = table["cls"]
         self.embed_dim = vcfg.hidden_size
         self.image_size = vcfg.image_size
@@ -101,16 +101,16 @@ class HFVisionEncoder(VisionEncoder):
         return self.tower.config.to_dict()
 
     def num_patches(self, height: int, width: int) -> int:
-        keep_cls = self.has_cls and self.config.select == "full"
-        return (height // self.patch_size) * (width // self.patch_size) + int(keep_cls)
+        drop = int(self.config.select == "default")  # the first feature: CLS, or SigLIP's first patch
+        return (height // self.patch_size) * (width // self.patch_size) + int(self.has_cls) - drop
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B*N, C, H, W) -> (B*N, P, Dv)``."""
         self.check_pixels(pixel_values)
         out = self.tower(pixel_values=pixel_values, output_hidden_states=True)
         feats = out.hidden_states[self.config.feature_layer]  # (B*N, [1 +] P, Dv)
-        if self.has_cls and self.config.select == "default":
-            feats = feats[:, 1:]  # drop CLS: (B*N, P, Dv)
+        if self.config.select == "default":
+            feats = feats[:, 1:]  # drop the first feature, CLS or not (as transformers' LLaVA): (B*N, P', Dv)
         return feats
 
 
@@ -126,10 +126,10 @@ def _load_tower(path: str, vcfg: PretrainedConfig) -> torch.nn.Module:
 
 
 def _normalisation(path: str | None) -> tuple[Any, Any]:
+    """The mean and std of the image processor saved with a tower folder (None, None when there is none)."""
     if path is None:
         return None, None
-    pp = Path(path) / "preprocessor_config.json"
-    if not pp.is_file():
-        return None, None
-    data = json.loads(pp.read_text())
-    return data.get("image_mean"), data.get("image_std")
+    from vlfuse.convert.processor import image_processor_dict  # here: vlfuse.convert imports this module
+
+    data, _ = image_processor_dict(path)
+    return (data.get("image_mean"), data.get("image_std")) if data else (None, None)
