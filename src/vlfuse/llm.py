@@ -42,6 +42,7 @@ LLM_TABLE: dict[str, tuple[str, str]] = {
     "gemma": ("model.layers", "max_position_embeddings"),
     "phi3": ("model.layers", "max_position_embeddings"),
     "gpt2": ("transformer.h", "n_positions"),
+    "opt": ("model.decoder.layers", "max_position_embeddings"),
 }
 
 TINY_LLAMA: dict[str, Any] = {
