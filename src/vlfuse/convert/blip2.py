@@ -51,13 +51,14 @@ def qformer_config(config: Any, instruction: bool = False) -> QFormerConfig:
     with ``instruction`` to an ``InstructBlipConfig``'s (its text path reads the prompt)."""
     qc = config.qformer_config
     text = instruction or qc.use_qformer_text_input
+    itc = getattr(config, "image_text_hidden_size", QFormerConfig.embed_dim)  # InstructBLIP has no ITC heads
     if qc.hidden_act not in _ACTS:
         raise ValueError(f"qformer_config.hidden_act={qc.hidden_act!r} is not supported; choices: {list(_ACTS)}")
     return QFormerConfig(hidden_size=qc.hidden_size, layers=qc.num_hidden_layers, heads=qc.num_attention_heads,
                          intermediate_size=qc.intermediate_size, num_queries=config.num_query_tokens,
                          cross_attention_frequency=qc.cross_attention_frequency,
                          vocab_size=qc.vocab_size if text else 0, instruction=instruction,
-                         max_text_positions=qc.max_position_embeddings, embed_dim=config.image_text_hidden_size,
+                         max_text_positions=qc.max_position_embeddings, embed_dim=itc,
                          dropout=qc.hidden_dropout_prob, layer_norm_eps=qc.layer_norm_eps,
                          activation=_ACTS[qc.hidden_act])  # type: ignore[arg-type]
 
