@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from vlfuse.config import component
 from vlfuse.connectors.base import Connector
 from vlfuse.data.collate import Processor
-from vlfuse.data.instruction import InstructionText
+from vlfuse.data.instruction import INSTRUCTION_INPUTS, InstructionText
 from vlfuse.data.tokenizer import TokenizerConfig, load_tokenizer
 from vlfuse.data.transforms import ImageConfig, ImageTransform
 from vlfuse.encoders.base import VisionEncoder
@@ -116,8 +116,8 @@ class VLM(nn.Module):
         enc = self.encoder
         transform = ImageTransform(enc.image_size, enc.image_mean, enc.image_std, enc.in_channels,
                                    self.config.image.resize)  # pad / crop / stretch, as saved with the model
-        instruction = None  # an instruction Q-Former reads the prompts too, in its own tokenizer's ids
-        if getattr(self.connector.config, "instruction", False):
+        instruction = None  # an instruction Q-Former (InstructBLIP) reads the prompts too, in its own tokenizer's ids
+        if INSTRUCTION_INPUTS[0] in self.connector.inputs:
             instruction = InstructionText(self.qformer_tokenizer or self.tokenizer,
                                           self.connector.config.max_text_positions)
         return Processor(self.tokenizer, transform, self.injector.placeholder_tokens(self.visual_tokens),

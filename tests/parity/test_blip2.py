@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2Processor,
-                          BlipImageProcessorPil, LlamaConfig, OPTConfig)
+from transformers import (
+    Blip2ForConditionalGeneration,
+    Blip2ForImageTextRetrieval,
+    Blip2Processor,
+    BlipImageProcessorPil,
+    LlamaConfig,
+    OPTConfig,
+)
 
 from tests.conftest import WORDS
 from tests.parity.blip_user_path import bos_tokenizer, check_user_path, images

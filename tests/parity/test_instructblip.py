@@ -6,8 +6,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (BlipImageProcessorPil, InstructBlipConfig, InstructBlipForConditionalGeneration,
-                          InstructBlipProcessor, InstructBlipQFormerConfig, LlamaConfig, OPTConfig)
+from transformers import (
+    BlipImageProcessorPil,
+    InstructBlipConfig,
+    InstructBlipForConditionalGeneration,
+    InstructBlipProcessor,
+    InstructBlipQFormerConfig,
+    LlamaConfig,
+    OPTConfig,
+)
 
 from tests.parity.blip_user_path import bert_tokenizer, bos_tokenizer, check_user_path, images
 from tests.parity.test_qformer_parity import DV

@@ -8,14 +8,12 @@ follows covers queries and text alike) exists when ``vocab_size > 0``, with BLIP
 (``QFormerHeads``: ITC projections and temperature, the ITM classifier, the ITG language-model head).
 As a connector the queries alone run (no text) and a linear layer maps them to the LLM width
 (BLIP-2's ``language_projection``): ``(B*N, P, Dv) -> (B*N, Q, Dt)``, ``num_tokens(P) = Q``. With ``instruction``
-(InstructBLIP, Dai et al., 2023, arXiv:2305.06500) the queries run together with the prompt's tokens in the
-Q-Former's own vocabulary (batch keys ``qformer_input_ids`` / ``qformer_attention_mask``, right-padded) under the
-bidirectional mask, so what they extract depends on the instruction; only the query outputs are projected.
-
-Reference: ``transformers.Blip2QFormerModel`` and ``InstructBlipQFormerModel`` (weights load with ``vlfuse.convert.blip2``, parity in
-``tests/parity/test_qformer_parity.py``, ``tests/parity/test_instructblip.py``) and LAVIS ``blip2_qformer.py``. Deviations: the text side reads the VLM's
-own tokenizer ids (BLIP-2 uses BERT's), with [CLS] and [DEC] as the last two ids of the Q-Former vocabulary;
-queries start as ``normal(0, 0.02)`` as in LAVIS (transformers initialises them to zero, for loading).
+(InstructBLIP, Dai et al., 2023, arXiv:2305.06500) the queries run with the prompt's tokens in the Q-Former's own
+vocabulary (batch keys ``qformer_input_ids`` / ``qformer_attention_mask``, right-padded), bidirectionally.
+Reference: ``transformers.Blip2QFormerModel`` / ``InstructBlipQFormerModel`` (loaders in ``vlfuse.convert``;
+parity in ``tests/parity/test_qformer_parity.py``, ``test_instructblip.py``) and LAVIS ``blip2_qformer.py``.
+Deviations: the text side reads the VLM's own tokenizer ids (BLIP-2 uses BERT's), with [CLS] and [DEC] as the last
+two ids of the Q-Former vocabulary; queries start as ``normal(0, 0.02)`` as in LAVIS (transformers: zero).
 Shapes: ``B`` rows (``B*N`` images), ``P`` patches, ``Dv`` vision width, ``Q`` queries, ``T`` text length,
 ``L = Q + T``, ``H`` Q-Former width, ``E`` ITC width, ``Dt`` LLM width, ``h`` heads, ``hd`` head dim, ``W`` vocab.
 """
@@ -226,14 +224,10 @@ class QFormer(Connector):
 
     def forward(self, features: torch.Tensor, qformer_input_ids: torch.Tensor | None = None,
                 qformer_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B*N, P, Dv) -> (B*N, Q, Dt)``: the query outputs, projected to the LLM width.
-
-        With ``instruction``, ``qformer_input_ids (B*N, T)`` and ``qformer_attention_mask (B*N, T)`` (right-padded,
-        one instruction per image) run with the queries; their outputs are dropped.
-        """
+        """``(B*N, P, Dv) -> (B*N, Q, Dt)``: the query outputs, projected to the LLM width. With ``instruction``,
+        ``qformer_input_ids / qformer_attention_mask (B*N, T)`` (right-padded, one per image) run with the queries."""
         if not self.config.instruction:
-            queries, _ = self.encode(features)
-            return self.proj(queries)  # (B*N, Q, Dt)
+            return self.proj(self.encode(features)[0])  # (B*N, Q, Dt)
         if qformer_input_ids is None:
             raise ValueError("this Q-Former reads the instruction (InstructBLIP): pass qformer_input_ids and "
                              "qformer_attention_mask, as model.processor()(text=..., images=...) returns them")

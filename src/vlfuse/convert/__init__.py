@@ -1,10 +1,11 @@
 """Load saved ``transformers`` VLM checkpoints into the equivalent vlfuse model (``VLM.from_transformers``).
 
 One file per family registers a converter for its ``model_type`` in ``CONVERTERS`` (``llava``, ``blip-2``,
-``instructblip``, ``idefics``, ``mllama``; ``idefics2`` holds the Idefics2 / Idefics3 connector loaders). A converter builds the
-``VLMConfig`` from the HF config and maps the weights' keys; ``from_transformers`` adds the saved image processor's
-settings, builds the model with its parameters on ``meta`` and assigns the weights (safetensors, never unpickled,
-strict), in the checkpoint's dtype unless told otherwise. Nothing in the folder runs (``vlfuse.hub``).
+``instructblip``, ``idefics``, ``mllama``; ``idefics2`` holds the Idefics2 / Idefics3 connector loaders). A
+converter builds the ``VLMConfig`` from the HF config and maps the weights' keys; ``from_transformers`` adds the
+saved image processor's settings, builds the model with its parameters on ``meta`` and assigns the weights
+(safetensors, never unpickled, strict), in the checkpoint's dtype unless told otherwise. Nothing in the folder
+runs (``vlfuse.hub``).
 """
 
 from __future__ import annotations
