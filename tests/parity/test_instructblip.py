@@ -4,6 +4,8 @@ ids with the image tokens first, the Q-Former's BERT ids right-padded), logits a
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import (
@@ -88,4 +90,13 @@ def test_missing_instruction_and_qformer_tokenizer_are_clear_errors(tmp_path):
         f.unlink()
     (tmp_path / "qformer_tokenizer").rmdir()
     with pytest.raises(ValueError, match="no qformer_tokenizer/ folder"):
+        VLM.from_transformers(str(tmp_path))
+
+
+def test_a_qformer_tokenizer_that_asks_to_run_code_is_refused(tmp_path):
+    save_instructblip(tmp_path, "opt")
+    path = tmp_path / "qformer_tokenizer" / "tokenizer_config.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "auto_map": {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}}))
+    with pytest.raises(ValueError, match="never runs code"):
         VLM.from_transformers(str(tmp_path))
