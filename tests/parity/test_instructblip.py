@@ -21,6 +21,7 @@ from transformers import (
 from tests.parity.blip_user_path import bert_tokenizer, bos_tokenizer, check_user_path, images
 from tests.parity.test_qformer_parity import DV
 from vlfuse import VLM
+from vlfuse.generate import generate_ids
 
 
 def _text_config(llm: str, tok):
@@ -100,3 +101,16 @@ def test_a_qformer_tokenizer_that_asks_to_run_code_is_refused(tmp_path):
     path.write_text(json.dumps({**data, "auto_map": {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}}))
     with pytest.raises(ValueError, match="never runs code"):
         VLM.from_transformers(str(tmp_path))
+
+
+def test_model_generate_reads_the_instruction_and_puts_the_image_first(tmp_path):
+    save_instructblip(tmp_path, "llama")
+    ours = VLM.from_transformers(str(tmp_path)).eval()
+    proc, image = ours.processor(), images(1)
+    example = proc.encode_prompt("what color ?", image)
+    assert example.input_ids[:6] == [ours.injector.image_token_id] * 6
+    assert example.input_ids[6] == ours.tokenizer.bos_token_id
+    batch = proc.collate([example], "left")
+    batch.update(proc.text_inputs(["what color ?"]))
+    want = ours.tokenizer.decode(generate_ids(ours, batch, max_new_tokens=5)[0], skip_special_tokens=True).strip()
+    assert ours.generate("what color ?", image, max_new_tokens=5) == want

@@ -101,6 +101,7 @@ class Processor:
             ids = self._ids(self._render([{"role": "user", "content": prompt}], prompt=True))
         else:
             ids = list(self.bos) + self._ids(_user_turn(prompt))
+        ids = self._prefixed(ids, images, "prompt")
         return self._finish(ids, [IGNORE] * len(ids), {"images": list(images), "id": "prompt"})
 
     def __call__(self, text: str | Sequence[str], images: Sequence[Any] | None = None,
@@ -131,13 +132,17 @@ class Processor:
 
     def encode_text(self, text: str, images: Sequence[Any] = (), name: str = "prompt") -> Example:
         """One raw prompt (special tokens added as the tokenizer adds them, placeholders expanded); no targets."""
-        ids = self.tok(text).input_ids  # add_special_tokens=True: BOS where the transformers processor puts it
-        if self.image_prefix:
-            if self.image_id in ids or len(images) > 1:
-                raise ValueError(f"{name}: this model's processor puts the image's tokens before the text itself "
-                                 f"(BLIP-2); give at most one image per prompt and no {self.image_token} in the text")
-            ids = [self.image_id] * len(images) + ids  # one placeholder, expanded to the image's tokens below
+        ids = self._prefixed(self.tok(text).input_ids, images, name)  # BOS where the transformers processor puts it
         return self._finish(ids, [IGNORE] * len(ids), {"images": list(images), "id": name})
+
+    def _prefixed(self, ids: list[int], images: Sequence[Any], name: str) -> list[int]:
+        """``ids`` with one image placeholder in front (``image_prefix``, BLIP-2), else as they are."""
+        if not self.image_prefix:
+            return ids
+        if self.image_id in ids or len(images) > 1:
+            raise ValueError(f"{name}: this model's processor puts the image's tokens before the text itself "
+                             f"(BLIP-2); give at most one image per prompt and no {self.image_token} in the text")
+        return [self.image_id] * len(images) + ids  # one placeholder, expanded to the image's tokens by _finish
 
     def _render(self, messages: list[dict[str, str]], prompt: bool) -> str:
         return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
