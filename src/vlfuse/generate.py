@@ -105,7 +105,10 @@ def generate_text(model: VLM, prompt: str, images: list[Any], max_new_tokens: in
     check_sampling(max_new_tokens, temperature, top_p)
     proc = model.processor()
     device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in proc.collate([proc.encode_prompt(prompt, images)], "left").items()}
+    batch = proc.collate([proc.encode_prompt(prompt, images)], "left")
+    if proc.text_inputs is not None:  # an instruction Q-Former (InstructBLIP) reads the prompt too
+        batch.update(proc.text_inputs([prompt]))
+    batch = {k: v.to(device) for k, v in batch.items()}
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     eos = model.tokenizer.eos_token_id
     seen: list[int] = []

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from vlfuse.config import component
 from vlfuse.connectors.base import Connector
 from vlfuse.data.collate import Processor
+from vlfuse.data.instruction import INSTRUCTION_INPUTS, InstructionText
 from vlfuse.data.tokenizer import TokenizerConfig, load_tokenizer
 from vlfuse.data.transforms import ImageConfig, image_transform
 from vlfuse.encoders.base import VisionEncoder
@@ -61,6 +62,7 @@ class VLM(nn.Module):
         config: the ``VLMConfig`` it was built from (saved with it).
         encoder, connector, injector, llm: built modules.
         tokenizer: holds the image placeholder token.
+        qformer_tokenizer: the tokenizer of an instruction Q-Former's text (InstructBLIP's BERT); None: ``tokenizer``.
 
     Example:
         >>> model = VLM.from_config(VLMConfig())
@@ -69,16 +71,17 @@ class VLM(nn.Module):
     """
 
     def __init__(self, config: VLMConfig, encoder: VisionEncoder, connector: Connector, injector: Injector,
-                 llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+                 llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 qformer_tokenizer: PreTrainedTokenizerBase | None = None) -> None:
         super().__init__()
         self.config = config
         self.encoder, self.connector, self.injector, self.llm = encoder, connector, injector, llm
-        self.tokenizer = tokenizer
+        self.tokenizer, self.qformer_tokenizer = tokenizer, qformer_tokenizer
         self.injector.image_token_id = tokenizer.convert_tokens_to_ids(config.tokenizer.image_token)
 
     @classmethod
     def from_config(cls, config: VLMConfig, tokenizer: PreTrainedTokenizerBase | None = None,
-                    texts: list[str] | None = None) -> VLM:
+                    texts: list[str] | None = None, qformer_tokenizer: PreTrainedTokenizerBase | None = None) -> VLM:
         """Build every slot from ``config``; the built-in BPE tokenizer trains on ``texts`` (default: the words
         of the default scenes), unless ``tokenizer`` is given or ``config.tokenizer.path`` names a folder."""
         if tokenizer is None:
@@ -94,7 +97,7 @@ class VLM(nn.Module):
         # an injection may read visual tokens of another width than the LLM's (IDEFICS: the vision width)
         out_dim = getattr(injector, "media_dim", None) or hidden_size(llm)
         connector = CONNECTORS.build(config.connector, in_dim=encoder.embed_dim, out_dim=out_dim)
-        return cls(config, encoder, connector, injector, llm, tokenizer)
+        return cls(config, encoder, connector, injector, llm, tokenizer, qformer_tokenizer)
 
     # --- sizes -------------------------------------------------------------------------------------------------
     @property
@@ -111,8 +114,13 @@ class VLM(nn.Module):
     def processor(self) -> Processor:
         """The ``Processor`` (template, image expansion, transforms) that matches this model."""
         transform = image_transform(self.encoder, self.config.image)  # resize, filter, scale: as saved with it
+        instruction = None  # an instruction Q-Former (InstructBLIP) reads the prompts too, in its own tokenizer's ids
+        if INSTRUCTION_INPUTS[0] in self.connector.inputs:
+            instruction = InstructionText(self.qformer_tokenizer or self.tokenizer,
+                                          self.connector.config.max_text_positions)
         return Processor(self.tokenizer, transform, self.injector.placeholder_tokens(self.visual_tokens),
-                         self.max_length, self.config.tokenizer.image_token, self.visual_tokens)
+                         self.max_length, self.config.tokenizer.image_token, self.visual_tokens,
+                         self.config.tokenizer.image_prefix, instruction)
 
     # --- forward -----------------------------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:

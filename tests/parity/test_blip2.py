@@ -1,12 +1,22 @@
 """Parity with transformers' BLIP-2: ``Blip2ForImageTextRetrieval`` (ITM logits, ITC similarities) and
-``Blip2ForConditionalGeneration`` loaded with ``VLM.from_transformers`` (logits), tiny random models, fp32."""
+``Blip2ForConditionalGeneration`` loaded with ``VLM.from_transformers`` (logits; with OPT the whole user path:
+processor ids, logits, greedy tokens), tiny random models, fp32."""
 
 from __future__ import annotations
 
+import pytest
 import torch
-from transformers import Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, LlamaConfig
+from transformers import (
+    Blip2ForConditionalGeneration,
+    Blip2ForImageTextRetrieval,
+    Blip2Processor,
+    BlipImageProcessorPil,
+    LlamaConfig,
+    OPTConfig,
+)
 
 from tests.conftest import WORDS
+from tests.parity.blip_user_path import bos_tokenizer, check_user_path, images
 from tests.parity.test_qformer_parity import TINY_TEXT, tiny_blip2_config
 from vlfuse import VLM
 from vlfuse.convert.blip2 import load_blip2_qformer
@@ -72,3 +82,40 @@ def test_conditional_generation_logits_match_transformers(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids, attention_mask=mask, pixel_values=pixels).logits, got,
                                    rtol=0, atol=0)
+
+
+def save_blip2_opt(path):
+    """A tiny BLIP-2 with an OPT LLM saved as transformers saves it: model, tokenizer, Blip2Processor."""
+    tok = bos_tokenizer()
+    cfg = tiny_blip2_config()
+    cfg.text_config = OPTConfig(vocab_size=len(tok), hidden_size=16, num_attention_heads=2, ffn_dim=32,
+                                num_hidden_layers=2, max_position_embeddings=64, bos_token_id=tok.bos_token_id,
+                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg.image_token_index = tok.convert_tokens_to_ids("<image>")
+    torch.manual_seed(0)
+    hf = Blip2ForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        hf.query_tokens.normal_()
+    hf.save_pretrained(path)
+    proc = Blip2Processor(BlipImageProcessorPil(size={"height": 8, "width": 8}), tok, num_query_tokens=6)
+    proc.save_pretrained(path)
+    return hf, proc
+
+
+@pytest.mark.parametrize(("side", "n"), [("left", 3), ("left", 2), ("right", 3)])
+def test_blip2_opt_user_path_matches_transformers(tmp_path, side, n):
+    hf, proc = save_blip2_opt(tmp_path)
+    ours = VLM.from_transformers(str(tmp_path)).eval()
+    assert ours.llm.config.model_type == "opt" and ours.config.image.resize == "stretch"
+    check_user_path(ours, hf, proc, side, n)
+    ours.save_pretrained(str(tmp_path / "vlfuse"))
+    check_user_path(VLM.from_pretrained(str(tmp_path / "vlfuse")).eval(), hf, proc, side, n)
+
+
+def test_blip2_prompts_hold_no_image_placeholder(tmp_path):
+    save_blip2_opt(tmp_path)
+    proc = VLM.from_transformers(str(tmp_path)).processor()
+    with pytest.raises(ValueError, match="before the text itself"):
+        proc(text=["<image> what ?"], images=[images(1)])
+    with pytest.raises(ValueError, match="at most one image per prompt"):
+        proc(text=["what ?"], images=[images(2)])

@@ -7,12 +7,13 @@ text positions have separate feed-forward weights. The text side (word + positio
 follows covers queries and text alike) exists when ``vocab_size > 0``, with BLIP-2's stage-1 heads
 (``QFormerHeads``: ITC projections and temperature, the ITM classifier, the ITG language-model head).
 As a connector the queries alone run (no text) and a linear layer maps them to the LLM width
-(BLIP-2's ``language_projection``): ``(B*N, P, Dv) -> (B*N, Q, Dt)``, ``num_tokens(P) = Q``.
-
-Reference: ``transformers.Blip2QFormerModel`` (weights load with ``vlfuse.convert.blip2``, parity in
-``tests/parity/test_qformer_parity.py``) and LAVIS ``blip2_qformer.py``. Deviations: the text side reads the VLM's
-own tokenizer ids (BLIP-2 uses BERT's), with [CLS] and [DEC] as the last two ids of the Q-Former vocabulary;
-queries start as ``normal(0, 0.02)`` as in LAVIS (transformers initialises them to zero, for loading).
+(BLIP-2's ``language_projection``): ``(B*N, P, Dv) -> (B*N, Q, Dt)``, ``num_tokens(P) = Q``. With ``instruction``
+(InstructBLIP, Dai et al., 2023, arXiv:2305.06500) the queries run with the prompt's tokens in the Q-Former's own
+vocabulary (batch keys ``qformer_input_ids`` / ``qformer_attention_mask``, right-padded), bidirectionally.
+Reference: ``transformers.Blip2QFormerModel`` / ``InstructBlipQFormerModel`` (loaders in ``vlfuse.convert``;
+parity in ``tests/parity/test_qformer_parity.py``, ``test_instructblip.py``) and LAVIS ``blip2_qformer.py``.
+Deviations: the text side reads the VLM's own tokenizer ids (BLIP-2 uses BERT's), with [CLS] and [DEC] as the last
+two ids of the Q-Former vocabulary; queries start as ``normal(0, 0.02)`` as in LAVIS (transformers: zero).
 Shapes: ``B`` rows (``B*N`` images), ``P`` patches, ``Dv`` vision width, ``Q`` queries, ``T`` text length,
 ``L = Q + T``, ``H`` Q-Former width, ``E`` ITC width, ``Dt`` LLM width, ``h`` heads, ``hd`` head dim, ``W`` vocab.
 """
@@ -30,6 +31,7 @@ from vlfuse.connectors.base import Connector
 from vlfuse.registry import CONNECTORS
 
 MaskKind = Literal["bidirectional", "unimodal", "causal"]
+INSTRUCTION_INPUTS = ("qformer_input_ids", "qformer_attention_mask")  # the batch keys an instruction Q-Former reads
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class QFormerConfig:
     dropout: float = 0.1  # hidden and attention dropout (BERT)
     layer_norm_eps: float = 1e-12
     activation: Literal["gelu", "gelu_tanh", "relu"] = "gelu"
+    instruction: bool = False  # InstructBLIP: the queries also read the prompt (qformer_input_ids); no stage-1 heads
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "layers", "heads", "intermediate_size", "num_queries",
@@ -60,6 +63,9 @@ class QFormerConfig:
             raise ValueError(f"qformer heads={self.heads} must divide hidden_size={self.hidden_size}")
         if self.vocab_size and self.vocab_size < 3:
             raise ValueError(f"qformer vocab_size={self.vocab_size}: give 0 (no text) or the text vocabulary + 2")
+        if self.instruction and not self.vocab_size:
+            raise ValueError("qformer instruction=True reads the prompt's tokens: set connector.vocab_size to the "
+                             "Q-Former tokenizer's size")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"qformer dropout={self.dropout} must be in [0, 1)")
 
@@ -148,7 +154,7 @@ class QFormerLayer(nn.Module):
                                            c.layer_norm_eps) if cross else None
         ff = (c.hidden_size, c.intermediate_size, c.activation, c.dropout, c.layer_norm_eps)
         self.ff_query = QFormerFeedForward(*ff)
-        self.ff_text = QFormerFeedForward(*ff) if c.vocab_size else None
+        self.ff_text = QFormerFeedForward(*ff) if c.vocab_size else None  # text positions' own weights
 
     def forward(self, x: torch.Tensor, n_query: int, mask: torch.Tensor | None,
                 image: torch.Tensor | None) -> torch.Tensor:
@@ -207,7 +213,8 @@ class QFormer(Connector):
         self.embed_drop = nn.Dropout(c.dropout)
         f = c.cross_attention_frequency
         self.layers = nn.ModuleList(QFormerLayer(c, in_dim, cross=i % f == 0) for i in range(c.layers))
-        self.heads = QFormerHeads(c) if c.vocab_size else None
+        self.heads = QFormerHeads(c) if c.vocab_size and not c.instruction else None
+        self.inputs = INSTRUCTION_INPUTS if c.instruction else ()
         self.proj = nn.Linear(c.hidden_size, out_dim)  # BLIP-2's language_projection
         self.apply(_bert_init)
         nn.init.normal_(self.query_tokens, std=0.02)
@@ -215,9 +222,19 @@ class QFormer(Connector):
     def num_tokens(self, num_patches: int) -> int:
         return self.config.num_queries
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B*N, P, Dv) -> (B*N, Q, Dt)``: the query outputs, projected to the LLM width."""
-        queries, _ = self.encode(features)
+    def forward(self, features: torch.Tensor, qformer_input_ids: torch.Tensor | None = None,
+                qformer_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B*N, P, Dv) -> (B*N, Q, Dt)``: the query outputs, projected to the LLM width. With ``instruction``,
+        ``qformer_input_ids / qformer_attention_mask (B*N, T)`` (right-padded, one per image) run with the queries."""
+        if not self.config.instruction:
+            return self.proj(self.encode(features)[0])  # (B*N, Q, Dt)
+        if qformer_input_ids is None:
+            raise ValueError("this Q-Former reads the instruction (InstructBLIP): pass qformer_input_ids and "
+                             "qformer_attention_mask, as model.processor()(text=..., images=...) returns them")
+        if qformer_input_ids.shape[0] != features.shape[0]:
+            raise ValueError(f"{features.shape[0]} image(s) but {qformer_input_ids.shape[0]} instruction(s): the "
+                             "instruction Q-Former reads one prompt per image; give each prompt exactly one image")
+        queries, _ = self.encode(features, qformer_input_ids, qformer_attention_mask, "bidirectional")
         return self.proj(queries)  # (B*N, Q, Dt)
 
     def encode(self, image: torch.Tensor | None, text_ids: torch.Tensor | None = None,

@@ -1,11 +1,11 @@
 """Load saved ``transformers`` VLM checkpoints into the equivalent vlfuse model (``VLM.from_transformers``).
 
 One file per family registers a converter for its ``model_type`` in ``CONVERTERS`` (``llava``, ``blip-2``,
-``idefics``, ``mllama``; ``idefics2`` holds the Idefics2 / Idefics3 connector loaders). A converter builds the
-``VLMConfig`` from the HF config and maps the weights' keys; ``from_transformers`` adds the saved image processor's
-settings (``convert/processor.py``), builds the model with its parameters on ``meta`` and assigns the weights
-(safetensors, never unpickled, strict), in the checkpoint's dtype unless told otherwise. Nothing in the folder runs
-(``vlfuse.hub``).
+``instructblip``, ``idefics``, ``mllama``; ``idefics2`` holds the Idefics2 / Idefics3 connector loaders). A
+converter builds the ``VLMConfig`` from the HF config and maps the weights' keys; ``from_transformers`` adds the
+saved image processor's settings (``convert/processor.py``), builds the model with its parameters on ``meta`` and
+assigns the weights (safetensors, never unpickled, strict), in the checkpoint's dtype unless told otherwise.
+Nothing in the folder runs (``vlfuse.hub``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig
 
-from vlfuse.convert import blip2, idefics, llava, mllama  # noqa: F401  (each registers its converter)
+from vlfuse.convert import blip2, idefics, instructblip, llava, mllama  # noqa: F401  (each registers its converter)
 from vlfuse.convert.common import CONVERTERS, Converted, converter
 from vlfuse.convert.processor import ImageSettings, read_image_settings
 from vlfuse.hub import NO_REMOTE_CODE, check_folder
@@ -65,5 +65,6 @@ def from_transformers(directory: str | Path, dtype: torch.dtype | str = "auto",
     config = dataclasses.replace(config, llm=dataclasses.replace(config.llm, dtype=dtype_name(target)))
     from vlfuse.model import VLM
 
-    model = build_empty(lambda: VLM.from_config(config, tokenizer=out.tokenizer), target)
+    model = build_empty(lambda: VLM.from_config(config, tokenizer=out.tokenizer,
+                                                qformer_tokenizer=out.qformer_tokenizer), target)
     return load_weights(model, out.state, dtype=target, device=device)

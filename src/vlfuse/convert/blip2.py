@@ -46,32 +46,36 @@ _TOP = [("qformer.layernorm.", "embed_norm."), ("embeddings.word_embeddings.", "
 _NO_HF_COUNTERPART = ("heads.temp", "heads.lm_dense.", "heads.lm_norm.", "heads.lm_bias")
 
 
-def qformer_config(config: Any) -> QFormerConfig:
-    """The ``QFormerConfig`` equal to a ``Blip2Config``'s Q-Former (text path when ``use_qformer_text_input``)."""
+def qformer_config(config: Any, instruction: bool = False) -> QFormerConfig:
+    """The ``QFormerConfig`` equal to a ``Blip2Config``'s Q-Former (text path when ``use_qformer_text_input``), or
+    with ``instruction`` to an ``InstructBlipConfig``'s (its text path reads the prompt)."""
     qc = config.qformer_config
+    text = instruction or qc.use_qformer_text_input
+    itc = getattr(config, "image_text_hidden_size", QFormerConfig.embed_dim)  # InstructBLIP has no ITC heads
     if qc.hidden_act not in _ACTS:
         raise ValueError(f"qformer_config.hidden_act={qc.hidden_act!r} is not supported; choices: {list(_ACTS)}")
     return QFormerConfig(hidden_size=qc.hidden_size, layers=qc.num_hidden_layers, heads=qc.num_attention_heads,
                          intermediate_size=qc.intermediate_size, num_queries=config.num_query_tokens,
                          cross_attention_frequency=qc.cross_attention_frequency,
-                         vocab_size=qc.vocab_size if qc.use_qformer_text_input else 0,
-                         max_text_positions=qc.max_position_embeddings, embed_dim=config.image_text_hidden_size,
+                         vocab_size=qc.vocab_size if text else 0, instruction=instruction,
+                         max_text_positions=qc.max_position_embeddings, embed_dim=itc,
                          dropout=qc.hidden_dropout_prob, layer_norm_eps=qc.layer_norm_eps,
                          activation=_ACTS[qc.hidden_act])  # type: ignore[arg-type]
 
 
 def load_blip2_qformer(state_dict: Mapping[str, torch.Tensor], config: Any, out_dim: int | None = None,
-                       prefix: str = "") -> QFormer:
+                       prefix: str = "", instruction: bool = False) -> QFormer:
     """A ``qformer`` connector holding the BLIP-2 weights in ``state_dict`` (keys under ``prefix``).
 
     ``out_dim`` is the LLM width (default: ``language_projection``'s, else the Q-Former width); weights of
-    other parts of the checkpoint (vision tower, LLM) are ignored here.
+    other parts of the checkpoint (vision tower, LLM) are ignored here. ``instruction``: an InstructBLIP config
+    (its Q-Former embeddings already renamed to BLIP-2's keys, see ``vlfuse.convert.instructblip``).
 
     Example:
         >>> hf = Blip2ForConditionalGeneration(cfg)
         >>> qformer = load_blip2_qformer(hf.state_dict(), cfg)
     """
-    ours = qformer_config(config)
+    ours = qformer_config(config, instruction)
     table = list(_TOP)
     table += [(f"qformer.encoder.layer.{i}.{a}", f"layers.{i}.{b}") for i in range(ours.layers) for a, b in _LAYER]
     keep = tuple(p for p, _ in table)
@@ -101,19 +105,29 @@ def convert_blip2(directory: Path, hf: PretrainedConfig) -> Converted:
     The Q-Former is built for real (its ITC / ITG heads have no transformers counterpart and keep their
     initialisation); everything else is assigned from the checkpoint.
     """
+    return convert_blip2_family(directory, hf, read_safetensors(directory))
+
+
+def convert_blip2_family(directory: Path, hf: Any, state: dict[str, torch.Tensor],
+                         instruction: bool = False) -> Converted:
+    """BLIP-2's layout (InstructBLIP's with ``instruction``, its embedding keys renamed) -> a ``Converted``.
+
+    As transformers' processors do, the prompt holds no image placeholder: each image's ``Q`` tokens go before
+    the prompt's ids, BOS included (``TokenizerConfig.image_prefix``).
+    """
+    name = "InstructBLIP" if instruction else "BLIP-2"
     require(hf.use_decoder_only_language_model,
-            f"BLIP-2 with a {hf.text_config.model_type!r} encoder-decoder LLM is not supported; "
+            f"{name} with a {hf.text_config.model_type!r} encoder-decoder LLM is not supported; "
             "vlfuse's LLM slot takes decoder-only causal LMs")
     require(hf.image_token_index is not None,
-            "this BLIP-2 config has no image_token_index (an older checkpoint); set it to the id of the tokenizer's "
+            f"this {name} config has no image_token_index (an older checkpoint); set it to the id of the tokenizer's "
             "image token and save again")
     tok, image_token = tokenizer(directory, hf.image_token_index)
     config = VLMConfig(encoder=Blip2VisionEncoderConfig(config=hf.vision_config.to_dict()),
-                       connector=qformer_config(hf), injection=ConcatConfig(),
+                       connector=qformer_config(hf, instruction), injection=ConcatConfig(),
                        llm=LLMConfig(config=hf.text_config.to_dict()),
-                       tokenizer=TokenizerConfig(image_token=image_token))
-    state = read_safetensors(directory)
-    connector = load_blip2_qformer(state, hf, out_dim=hf.text_config.hidden_size)
+                       tokenizer=TokenizerConfig(image_token=image_token, image_prefix=True))
+    connector = load_blip2_qformer(state, hf, out_dim=hf.text_config.hidden_size, instruction=instruction)
     rest = {k: v for k, v in state.items() if k.startswith(("vision_model.", "language_model.", "lm_head."))}
     rest = rename(rest, [("vision_model.", "encoder.tower."), ("language_model.model.", "llm.model."),
                          ("language_model.lm_head.", "llm.lm_head."), ("language_model.", "llm.model."),

@@ -26,6 +26,7 @@ class Converted:
     config: Any  # VLMConfig (image settings and dtype are filled in by from_transformers)
     tokenizer: PreTrainedTokenizerBase
     state: dict[str, torch.Tensor]  # weights under vlfuse's keys
+    qformer_tokenizer: PreTrainedTokenizerBase | None = None  # an instruction Q-Former's own (InstructBLIP)
 
 
 Converter = Callable[[Path, PretrainedConfig], Converted]

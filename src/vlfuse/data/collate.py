@@ -46,12 +46,17 @@ class Processor:
         tokens_per_image: positions one image takes (``injector.placeholder_tokens(V)``).
         max_length: the LLM's position limit; longer samples raise before any forward pass.
         visual_tokens: ``V`` per image, for the error message.
+        image_prefix: raw prompts carry no placeholder; a prompt's image tokens go before its ids, BOS included
+            (BLIP-2's and InstructBLIP's processors).
+        text_inputs: raw prompts -> extra batch keys (an instruction Q-Former's ``InstructionText``).
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, transform: Callable[[Any], torch.Tensor],
                  tokens_per_image: int, max_length: int, image_token: str = "<image>",
-                 visual_tokens: int | None = None) -> None:
+                 visual_tokens: int | None = None, image_prefix: bool = False,
+                 text_inputs: Callable[[list[str]], dict[str, torch.Tensor]] | None = None) -> None:
         self.tok, self.transform = tokenizer, transform
+        self.image_prefix, self.text_inputs = image_prefix, text_inputs
         self.k, self.max_length = tokens_per_image, max_length
         self.v = visual_tokens if visual_tokens is not None else tokens_per_image
         self.image_token = image_token
@@ -96,6 +101,7 @@ class Processor:
             ids = self._ids(self._render([{"role": "user", "content": prompt}], prompt=True))
         else:
             ids = list(self.bos) + self._ids(_user_turn(prompt))
+        ids = self._prefixed(ids, images, "prompt")
         return self._finish(ids, [IGNORE] * len(ids), {"images": list(images), "id": "prompt"})
 
     def __call__(self, text: str | Sequence[str], images: Sequence[Any] | None = None,
@@ -120,12 +126,23 @@ class Processor:
         examples = [self.encode_text(t, g, f"prompt {i}") for i, (t, g) in enumerate(zip(texts, groups))]
         batch = self.collate(examples, padding_side)
         del batch["labels"]  # raw prompts have no targets
+        if self.text_inputs is not None:
+            batch.update(self.text_inputs(texts))
         return batch
 
     def encode_text(self, text: str, images: Sequence[Any] = (), name: str = "prompt") -> Example:
         """One raw prompt (special tokens added as the tokenizer adds them, placeholders expanded); no targets."""
-        ids = self.tok(text).input_ids  # add_special_tokens=True: BOS where the transformers processor puts it
+        ids = self._prefixed(self.tok(text).input_ids, images, name)  # BOS where the transformers processor puts it
         return self._finish(ids, [IGNORE] * len(ids), {"images": list(images), "id": name})
+
+    def _prefixed(self, ids: list[int], images: Sequence[Any], name: str) -> list[int]:
+        """``ids`` with one image placeholder in front (``image_prefix``, BLIP-2), else as they are."""
+        if not self.image_prefix:
+            return ids
+        if self.image_id in ids or len(images) > 1:
+            raise ValueError(f"{name}: this model's processor puts the image's tokens before the text itself "
+                             f"(BLIP-2); give at most one image per prompt and no {self.image_token} in the text")
+        return [self.image_id] * len(images) + ids  # one placeholder, expanded to the image's tokens by _finish
 
     def _render(self, messages: list[dict[str, str]], prompt: bool) -> str:
         return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)

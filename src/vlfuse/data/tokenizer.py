@@ -28,6 +28,7 @@ class TokenizerConfig:
     path: str | None = None  # local tokenizer folder (the LLM's own) for AutoTokenizer; None trains the built-in BPE
     image_token: str = "<image>"  # placeholder added as a special token
     vocab_size: int = 8192  # at most this many tokens in the built-in BPE (specials + 256 bytes + merges)
+    image_prefix: bool = False  # prompts hold no image_token; an image's tokens go before the text (BLIP-2)
 
     def __post_init__(self) -> None:
         if self.vocab_size < 512:

@@ -22,6 +22,7 @@ from safetensors.torch import load_model, save_model
 from transformers import AutoTokenizer
 
 from vlfuse.config import from_dict, to_dict
+from vlfuse.data.instruction import QFORMER_TOKENIZER, load_qformer_tokenizer
 from vlfuse.hub import NO_REMOTE_CODE, check_folder
 from vlfuse.loading import build_empty, dtype_name, load_weights, read_safetensors, resolve_dtype
 
@@ -36,7 +37,7 @@ def atomic_dir(target: Path, write: Any) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     write(tmp)
-    for f in tmp.iterdir():  # flush file contents before the rename makes them visible
+    for f in (p for p in tmp.rglob("*") if p.is_file()):  # flush file contents before the rename shows them
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
     old = target.parent / f".{target.name}.old-{os.getpid()}"
@@ -75,6 +76,8 @@ def save_vlm(model: Any, directory: str | Path, extra: dict[str, Any] | None = N
         meta = {"format": "vlfuse", "version": FORMAT_VERSION, "model": _portable_config(model), **(extra or {})}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
         model.tokenizer.save_pretrained(str(tmp))
+        if model.qformer_tokenizer is not None:  # InstructBLIP's, in the folder transformers uses
+            model.qformer_tokenizer.save_pretrained(str(tmp / QFORMER_TOKENIZER))
         save_model(model, str(tmp / "model.safetensors"))
 
     return atomic_dir(Path(directory), write)
@@ -107,7 +110,9 @@ def load_vlm(directory: str | Path, dtype: torch.dtype | str | None = None, devi
     if target is not None:
         config = dataclasses.replace(config, llm=dataclasses.replace(config.llm, dtype=dtype_name(target)))
     tokenizer = AutoTokenizer.from_pretrained(str(folder), **NO_REMOTE_CODE)
-    model = build_empty(lambda: VLM.from_config(config, tokenizer=tokenizer), target)
+    qformer_tokenizer = load_qformer_tokenizer(folder)
+    model = build_empty(lambda: VLM.from_config(config, tokenizer=tokenizer, qformer_tokenizer=qformer_tokenizer),
+                        target)
     return load_weights(model, read_safetensors(folder, ["model.safetensors"]), dtype=target, device=device)
 
 
