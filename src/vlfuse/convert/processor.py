@@ -47,11 +47,16 @@ def _side(size: Any) -> int | None:
 
 
 def read_image_settings(directory: str | Path) -> ImageSettings:
-    """``preprocessor_config.json`` of ``directory`` -> ``ImageSettings`` (all None when there is none)."""
+    """``preprocessor_config.json`` of ``directory`` (else ``processor_config.json``'s ``image_processor``) ->
+    ``ImageSettings`` (all None when there is neither)."""
     path = Path(directory) / "preprocessor_config.json"
-    if not path.is_file():
+    combined = Path(directory) / "processor_config.json"  # newer transformers save the image processor inside it
+    if path.is_file():
+        data = json.loads(path.read_text())
+    elif combined.is_file() and isinstance(json.loads(combined.read_text()).get("image_processor"), dict):
+        data = json.loads(combined.read_text())["image_processor"]
+    else:
         return ImageSettings(None, None, None, None)
-    data = json.loads(path.read_text())
     mean, std = data.get("image_mean"), data.get("image_std")
     if data.get("do_normalize") is False:
         mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
