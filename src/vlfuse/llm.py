@@ -3,6 +3,8 @@
 vlfuse talks to an LLM only through ``get_input_embeddings()``, ``inputs_embeds=``, the KV-cache name below and
 the per-``model_type`` table (where its decoder layers live, what bounds its positions). Adding a family is one
 table row and its tiny config in ``tests/unit/test_llm_families.py`` (which checks it against ``transformers``).
+Encoder-decoder families (``SEQ2SEQ``, Flan-T5) are built as ``AutoModelForSeq2SeqLM``; only the ``encoder_prefix``
+injection runs them.
 """
 
 from __future__ import annotations
@@ -15,9 +17,16 @@ from typing import Any, Literal
 import torch
 from huggingface_hub.errors import StrictDataclassError
 from torch import nn
-from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import (
+    CONFIG_MAPPING,
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING
 
 from vlfuse.config import ConfigError
 from vlfuse.hub import NO_REMOTE_CODE, check_folder
@@ -34,8 +43,8 @@ def _cache_keyword() -> str:
 
 CACHE_KEYWORD: str = _cache_keyword()  # decided once, at import; every LLM call and cache read goes through it
 
-# model_type -> (dotted path of the decoder-layer list, config attribute bounding positions)
-LLM_TABLE: dict[str, tuple[str, str]] = {
+# model_type -> (dotted path of the decoder-layer list, config attribute bounding positions; None: no bound)
+LLM_TABLE: dict[str, tuple[str, str | None]] = {
     "llama": ("model.layers", "max_position_embeddings"),
     "mistral": ("model.layers", "max_position_embeddings"),
     "qwen2": ("model.layers", "max_position_embeddings"),
@@ -48,7 +57,10 @@ LLM_TABLE: dict[str, tuple[str, str]] = {
     "gemma2": ("model.layers", "max_position_embeddings"),
     "gemma3_text": ("model.layers", "max_position_embeddings"),
     "persimmon": ("model.layers", "max_position_embeddings"),
+    "t5": ("decoder.block", None),  # relative position buckets: any length runs (memory is the bound)
 }
+UNBOUNDED = 1 << 30  # max_positions of an LLM without a position limit
+SEQ2SEQ: frozenset[str] = frozenset({"t5"})  # model types built as AutoModelForSeq2SeqLM (encoder + decoder)
 
 TINY_LLAMA: dict[str, Any] = {
     "model_type": "llama",
@@ -101,6 +113,7 @@ def check_hf_config(config: dict[str, Any], default_type: str, where: str, allow
     defaults = cls().to_dict()
     valid = set(inspect.signature(cls.__init__).parameters) | set(defaults) | set(cls.attribute_map)
     valid |= set(defaults.get("rope_parameters") or {}) | ({"rope_scaling"} if "rope_parameters" in defaults else set())
+    valid |= {"decoder_start_token_id"} if defaults.get("is_encoder_decoder") else set()  # T5's, kept as an extra
     valid -= {"self", "args", "kwargs"}
     for key, value in data.items():
         if key not in valid:
@@ -120,7 +133,7 @@ def check_hf_config(config: dict[str, Any], default_type: str, where: str, allow
 
 @dataclass(frozen=True)
 class LLMConfig:
-    path: str | None = None  # local folder of any AutoModelForCausalLM; its weights are loaded
+    path: str | None = None  # local folder of any AutoModelForCausalLM (Seq2SeqLM for SEQ2SEQ); its weights load
     config: dict[str, Any] = field(default_factory=lambda: dict(TINY_LLAMA))  # used when path is None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"  # sdpa where the family has it (Gemma 2: eager)
@@ -133,12 +146,14 @@ class LLMConfig:
 def _attention(hf: PretrainedConfig, wanted: str) -> str:
     """``wanted``, except ``eager`` where ``transformers`` has no SDPA path for the family (Gemma 2: its
     attention-logit softcapping), as ``transformers`` itself picks when no implementation is asked for."""
-    cls = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(hf), None)
+    mapping = MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING if hf.model_type in SEQ2SEQ else MODEL_FOR_CAUSAL_LM_MAPPING
+    cls = mapping.get(type(hf), None)
     return "eager" if wanted == "sdpa" and cls is not None and not cls._supports_sdpa else wanted
 
 
 def build_llm(config: LLMConfig, vocab_size: int | None = None) -> PreTrainedModel:
-    """An ``AutoModelForCausalLM`` from ``config.path`` (weights) or ``config.config`` (random init).
+    """An ``AutoModelForCausalLM`` (``AutoModelForSeq2SeqLM`` for ``SEQ2SEQ`` types) from ``config.path``
+    (weights) or ``config.config`` (random init).
 
     ``vocab_size`` grows (never shrinks) the embeddings so added tokens such as ``<image>`` have rows. A family
     outside ``LLM_TABLE`` is refused before any weight is read.
@@ -152,6 +167,8 @@ def build_llm(config: LLMConfig, vocab_size: int | None = None) -> PreTrainedMod
         model_type = kwargs.pop("model_type", "llama")
         if vocab_size is not None:  # grow to the tokenizer, never shrink (a checkpoint may have spare rows)
             kwargs["vocab_size"] = max(vocab_size, int(kwargs.get("vocab_size") or 0))
+        if model_type in SEQ2SEQ:  # T5 starts its decoder at <pad> (its pad_token_id, 0 by default)
+            kwargs.setdefault("decoder_start_token_id", kwargs.get("pad_token_id", 0))
         hf = AutoConfig.for_model(model_type, **kwargs)
     if hf.model_type not in LLM_TABLE:
         raise ValueError(
@@ -159,15 +176,21 @@ def build_llm(config: LLMConfig, vocab_size: int | None = None) -> PreTrainedMod
             "naming its decoder-layer path and position limit, and its tiny config to tests/unit/test_llm_families.py"
         )
     attn = _attention(hf, config.attn_implementation)
+    auto = AutoModelForSeq2SeqLM if hf.model_type in SEQ2SEQ else AutoModelForCausalLM
     if config.path is not None:
-        model = AutoModelForCausalLM.from_pretrained(config.path, config=hf, dtype=dtype, attn_implementation=attn,
+        model = auto.from_pretrained(config.path, config=hf, dtype=dtype, attn_implementation=attn,
                                                      use_safetensors=True, **NO_REMOTE_CODE)
     else:
         hf._attn_implementation = attn
-        model = AutoModelForCausalLM.from_config(hf, dtype=dtype, attn_implementation=attn)
+        model = auto.from_config(hf, dtype=dtype, attn_implementation=attn)
     if vocab_size is not None and vocab_size > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(vocab_size)
     return model
+
+
+def is_seq2seq(model: PreTrainedModel) -> bool:
+    """Whether ``model`` is an encoder-decoder LLM (its text goes to an encoder, its answer comes from a decoder)."""
+    return model.config.model_type in SEQ2SEQ
 
 
 def cache_kwargs(cache: Any) -> dict[str, Any]:
@@ -192,8 +215,9 @@ def decoder_width(model: PreTrainedModel) -> int:
 
 
 def max_positions(model: PreTrainedModel) -> int:
-    """The longest sequence the LLM accepts (its position limit)."""
-    return int(getattr(model.config, LLM_TABLE[model.config.model_type][1]))
+    """The longest sequence the LLM accepts (its position limit; ``UNBOUNDED`` for relative positions, T5's)."""
+    attr = LLM_TABLE[model.config.model_type][1]
+    return UNBOUNDED if attr is None else int(getattr(model.config, attr))
 
 
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:

@@ -23,8 +23,7 @@ from vlfuse.data.tokenizer import TokenizerConfig, load_tokenizer
 from vlfuse.data.transforms import ImageConfig, image_transform
 from vlfuse.encoders.base import VisionEncoder
 from vlfuse.injection.base import Injector
-from vlfuse.llm import LLMConfig, build_llm, hidden_size, max_positions
-from vlfuse.objectives.lm import kept_lm_loss, label_positions, lm_loss
+from vlfuse.llm import LLMConfig, build_llm, hidden_size, is_seq2seq, max_positions
 from vlfuse.registry import CONNECTORS, ENCODERS, INJECTIONS
 
 
@@ -94,6 +93,9 @@ class VLM(nn.Module):
         encoder = ENCODERS.build(config.encoder)
         llm = build_llm(config.llm, vocab_size=len(tokenizer))
         injector = INJECTIONS.build(config.injection, llm)
+        if is_seq2seq(llm) != injector.encoder_decoder:
+            raise ValueError(f"injection {config.injection.kind!r} does not run a {llm.config.model_type!r} LLM: an "
+                             "encoder-decoder LLM needs injection kind 'encoder_prefix', a causal LM any other kind")
         # an injection may read visual tokens of another width than the LLM's (IDEFICS: the vision width)
         out_dim = getattr(injector, "media_dim", None) or hidden_size(llm)
         connector = CONNECTORS.build(config.connector, in_dim=encoder.embed_dim, out_dim=out_dim)
@@ -120,7 +122,8 @@ class VLM(nn.Module):
                                           self.connector.config.max_text_positions)
         return Processor(self.tokenizer, transform, self.injector.placeholder_tokens(self.visual_tokens),
                          self.max_length, self.config.tokenizer.image_token, self.visual_tokens,
-                         self.config.tokenizer.image_prefix, instruction)
+                         self.config.tokenizer.image_prefix, instruction,
+                         encoder_decoder=self.injector.encoder_decoder)
 
     # --- forward -----------------------------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
@@ -169,16 +172,13 @@ class VLM(nn.Module):
             visual = self.encode_images(pixel_values, **inputs)  # (N_all, V, Dt)
         if position_ids is None and attention_mask is not None and past_key_values is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, S), left padding safe
-        keep = label_positions(labels) if label_logits_only and labels is not None else 0  # (B, S) bool or 0
+        keep = self.injector.label_positions(labels) if label_logits_only and labels is not None else 0  # (B, S)
+        if labels is not None:
+            inputs["labels"] = labels  # handed on only to an injector that declares it (encoder-decoder targets)
         out = self.injector(self.llm, input_ids, visual, attention_mask=attention_mask, position_ids=position_ids,
                             past_key_values=past_key_values, use_cache=use_cache, image_counts=image_counts,
                             logits_to_keep=keep, **_pick(inputs, self.injector.inputs))
-        if labels is None:
-            loss = None
-        elif isinstance(keep, torch.Tensor):
-            loss = kept_lm_loss(out.logits, labels, keep)
-        else:
-            loss = lm_loss(out.logits, labels)
+        loss = None if labels is None else self.injector.loss(out.logits, labels, keep)
         return VLMOutput(loss, out.logits, out.past_key_values)
 
     # --- generation, persistence (thin wrappers: the work lives in generate.py and checkpoint.py) ---------------

@@ -17,13 +17,16 @@ from contextlib import contextmanager
 import pytest
 import torch
 import transformers
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+)
 from transformers.utils import logging as hf_logging
 
 import vlfuse.llm
 from tests.conftest import tiny_vlm
 from vlfuse.generate import generate_ids
-from vlfuse.llm import CACHE_KEYWORD, LLM_TABLE
+from vlfuse.llm import CACHE_KEYWORD, LLM_TABLE, SEQ2SEQ
 
 INJECTIONS = [{"kind": "concat"}, {"kind": "cross_attention", "every": 1}]
 GPT2 = {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 256}
@@ -73,7 +76,9 @@ def generate_three(injection: dict, llm: dict | None = None) -> torch.Tensor:
 
 def test_every_llm_family_takes_the_chosen_cache_keyword():
     for model_type in LLM_TABLE:
-        cls = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type])
+        seq2seq = model_type in SEQ2SEQ  # built as AutoModelForSeq2SeqLM
+        names = MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES if seq2seq else MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        cls = getattr(transformers, names[model_type])
         assert CACHE_KEYWORD in inspect.signature(cls.forward).parameters, (model_type, cls.__name__)
 
 

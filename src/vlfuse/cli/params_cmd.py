@@ -74,12 +74,13 @@ def connector_counts(args: argparse.Namespace) -> tuple[dict[str, int], dict[str
 
 
 def injection_counts(args: argparse.Namespace) -> dict[str, int]:
-    """``{name: parameters}`` of every injection around a meta Llama of width ``Dt`` (its weights not counted).
+    """``{name: parameters}`` of every injection around a meta Llama of width ``Dt`` (its weights not counted);
+    an encoder-decoder injection (``encoder_prefix``) around a meta T5 of that width and depth.
 
     ``cross_attention`` counts its blocks (attention, FFW of ``4 * Dt``, norms, gates) at the LLM's heads.
     """
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, LlamaConfig, T5Config
 
     import vlfuse.injection  # noqa: F401  (fill the registry)
     from vlfuse.config import from_dict
@@ -88,6 +89,8 @@ def injection_counts(args: argparse.Namespace) -> dict[str, int]:
     heads = 32 if args.llm_dim % 32 == 0 else 1
     hf = LlamaConfig(hidden_size=args.llm_dim, intermediate_size=4 * args.llm_dim, num_hidden_layers=args.llm_layers,
                      num_attention_heads=heads, num_key_value_heads=heads, vocab_size=32000)
+    t5 = T5Config(d_model=args.llm_dim, d_kv=args.llm_dim // heads, num_heads=heads, d_ff=4 * args.llm_dim,
+                  num_layers=args.llm_layers, vocab_size=32000)
     out = {}
     for name in INJECTIONS.names():
         entry = INJECTIONS.get(name)
@@ -96,7 +99,9 @@ def injection_counts(args: argparse.Namespace) -> dict[str, int]:
             if field in {f.name for f in dataclasses.fields(entry.config_cls)} and getattr(args, flag, None):
                 data[field] = getattr(args, flag)
         with torch.device("meta"):
-            llm = AutoModelForCausalLM.from_config(hf)  # a fresh one each: cross-attention wraps its layers
+            # a fresh one each: cross-attention wraps its layers
+            auto, llm_config = (AutoModelForSeq2SeqLM, t5) if entry.cls.encoder_decoder else (AutoModelForCausalLM, hf)
+            llm = auto.from_config(llm_config)
             out[name] = count(entry.cls(from_dict(entry.config_cls, data, f"injection {name}"), llm))
     return out
 

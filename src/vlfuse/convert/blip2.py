@@ -105,6 +105,10 @@ def convert_blip2(directory: Path, hf: PretrainedConfig) -> Converted:
     The Q-Former is built for real (its ITC / ITG heads have no transformers counterpart and keep their
     initialisation); everything else is assigned from the checkpoint.
     """
+    if not hf.use_decoder_only_language_model:  # Flan-T5: its own converter, the encoder_prefix injection
+        from vlfuse.convert.blip2_t5 import convert_blip2_t5
+
+        return convert_blip2_t5(directory, hf)
     return convert_blip2_family(directory, hf, read_safetensors(directory))
 
 
@@ -118,7 +122,7 @@ def convert_blip2_family(directory: Path, hf: Any, state: dict[str, torch.Tensor
     name = "InstructBLIP" if instruction else "BLIP-2"
     require(hf.use_decoder_only_language_model,
             f"{name} with a {hf.text_config.model_type!r} encoder-decoder LLM is not supported; "
-            "vlfuse's LLM slot takes decoder-only causal LMs")
+            "vlfuse loads encoder-decoder LLMs for BLIP-2 only")
     require(hf.image_token_index is not None,
             f"this {name} config has no image_token_index (an older checkpoint); set it to the id of the tokenizer's "
             "image token and save again")

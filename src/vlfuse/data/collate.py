@@ -5,6 +5,10 @@ where each answer starts, and the answer's tokens plus the end of its turn (EOS)
 tokenizer (the built-in BPE) gets a plain-text template, ``<s> user : {question} assistant : {answer} </s>`` per
 turn. Each ``<image>`` becomes ``k`` image tokens, where ``k`` is the injection's ``placeholder_tokens(V)``.
 Labels are -100 on everything else: prompts, template text, padding and image positions.
+An encoder-decoder LLM (``encoder_decoder``, BLIP-2 with Flan-T5) reads the prompt in its encoder and writes the
+answer in its decoder: the prompt is tokenized as the tokenizer does (its special tokens, no template), the answer
+plus EOS are the decoder targets, ``labels (B, T)``, and a prompt without placeholders gets its images in front,
+outside the padding, as ``transformers``' ``Blip2Processor`` places them.
 Shapes: ``B`` batch, ``S`` padded sequence length, ``N_all`` images in the batch, ``C H W`` pixels.
 """
 
@@ -30,6 +34,8 @@ class Example:
     labels: list[int]
     images: list[torch.Tensor] = field(default_factory=list)  # each (C, H, W)
     id: str = ""
+    targets: list[int] | None = None  # an encoder-decoder's decoder targets (labels then holds no target)
+    prefix: int = 0  # leading positions (image tokens) that stay in front of left padding
 
 
 def record_images(record: dict[str, Any]) -> list[Any]:
@@ -49,17 +55,20 @@ class Processor:
         image_prefix: raw prompts carry no placeholder; a prompt's image tokens go before its ids, BOS included
             (BLIP-2's and InstructBLIP's processors).
         text_inputs: raw prompts -> extra batch keys (an instruction Q-Former's ``InstructionText``).
+        encoder_decoder: the LLM is an encoder-decoder (``injector.encoder_decoder``); see the module docstring.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, transform: Callable[[Any], torch.Tensor],
                  tokens_per_image: int, max_length: int, image_token: str = "<image>",
                  visual_tokens: int | None = None, image_prefix: bool = False,
-                 text_inputs: Callable[[list[str]], dict[str, torch.Tensor]] | None = None) -> None:
+                 text_inputs: Callable[[list[str]], dict[str, torch.Tensor]] | None = None,
+                 encoder_decoder: bool = False) -> None:
         self.tok, self.transform = tokenizer, transform
         self.image_prefix, self.text_inputs = image_prefix, text_inputs
         self.k, self.max_length = tokens_per_image, max_length
         self.v = visual_tokens if visual_tokens is not None else tokens_per_image
         self.image_token = image_token
+        self.encoder_decoder = encoder_decoder
         self.image_id = tokenizer.convert_tokens_to_ids(image_token)
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self.eos = [tokenizer.eos_token_id]
@@ -81,6 +90,8 @@ class Processor:
 
     def encode(self, record: dict[str, Any]) -> Example:
         """A whole conversation; every ``gpt`` turn (plus EOS) is a target."""
+        if self.encoder_decoder:
+            return self._encode_seq2seq(record)
         if self.chat_template:
             return self._encode_chat(record)
         ids, labels = list(self.bos), [IGNORE] * len(self.bos)
@@ -97,6 +108,8 @@ class Processor:
 
     def encode_prompt(self, prompt: str, images: Sequence[Any] = ()) -> Example:
         """A generation prompt: one user turn followed by the start of the assistant's (``assistant :``)."""
+        if self.encoder_decoder:
+            return self.encode_text(prompt, images)
         if self.chat_template:
             ids = self._ids(self._render([{"role": "user", "content": prompt}], prompt=True))
         else:
@@ -144,6 +157,16 @@ class Processor:
                              f"(BLIP-2); give at most one image per prompt and no {self.image_token} in the text")
         return [self.image_id] * len(images) + ids  # one placeholder, expanded to the image's tokens by _finish
 
+    def _encode_seq2seq(self, record: dict[str, Any]) -> Example:
+        """One question and its answer: the question is the encoder's input, the answer (plus EOS) the targets."""
+        turns = record["conversations"]
+        if [t["from"] for t in turns] != ["human", "gpt"]:
+            raise ValueError(f"sample {record.get('id', '?')!r} has turns {[t['from'] for t in turns]}; an "
+                             "encoder-decoder LLM trains on one human turn followed by one gpt turn")
+        example = self.encode_text(turns[0]["value"], record_images(record), str(record.get("id", "?")))
+        example.targets = self._ids(turns[1]["value"]) + self.eos
+        return example
+
     def _render(self, messages: list[dict[str, str]], prompt: bool) -> str:
         return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
 
@@ -178,7 +201,12 @@ class Processor:
     def _finish(self, ids: list[int], labels: list[int], record: dict[str, Any]) -> Example:
         images = record_images(record)
         rid = str(record.get("id", "?"))
-        n_place = ids.count(self.image_id)
+        n_place = prefix = ids.count(self.image_id)
+        if self.encoder_decoder and images and not n_place:  # BLIP-2's layout: the images, then the prompt
+            n_place = prefix = len(images)
+            ids, labels = [self.image_id] * prefix + ids, [IGNORE] * prefix + labels
+        elif self.encoder_decoder and ids[:n_place] != [self.image_id] * n_place:
+            prefix = 0  # placeholders inside the text stay where they are, padding goes before all
         if n_place != len(images):
             raise ValueError(
                 f"sample {rid!r} has {n_place} {self.image_token} placeholder(s) but {len(images)} image(s); "
@@ -193,7 +221,8 @@ class Processor:
             )
         if n_place:
             ids, labels = self._expand(ids, labels)
-        return Example(ids, labels, [self.transform(im) for im in images], rid)
+        prefix = prefix * self.k if self.encoder_decoder else 0
+        return Example(ids, labels, [self.transform(im) for im in images], rid, prefix=prefix)
 
     def _expand(self, ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
         out_ids: list[int] = []
@@ -238,20 +267,29 @@ def _user_turn(text: str) -> str:
 
 
 def collate(examples: Sequence[Example], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
-    """See ``Processor.collate``."""
+    """See ``Processor.collate``. A sample's ``prefix`` stays in front of its left padding; decoder ``targets``
+    (an encoder-decoder's) become ``labels (B, T)``, right-padded with -100."""
     s = max(len(e.input_ids) for e in examples)
     b = len(examples)
     ids = torch.full((b, s), pad_id, dtype=torch.long)
     labels = torch.full((b, s), IGNORE, dtype=torch.long)
     mask = torch.zeros((b, s), dtype=torch.long)
     for i, e in enumerate(examples):
-        n = len(e.input_ids)
-        sl = slice(s - n, s) if padding_side == "left" else slice(0, n)
-        ids[i, sl] = torch.tensor(e.input_ids)
-        labels[i, sl] = torch.tensor(e.labels)
-        mask[i, sl] = 1
+        n, p = len(e.input_ids), e.prefix
+        row = torch.tensor(e.input_ids), torch.tensor(e.labels)
+        if padding_side == "left":  # (prefix, padding, rest): the layout of transformers' Blip2Processor
+            for dst, src in ((ids, row[0]), (labels, row[1]), (mask, torch.ones(n, dtype=torch.long))):
+                dst[i, :p], dst[i, s - n + p:] = src[:p], src[p:]
+        else:
+            ids[i, :n], labels[i, :n], mask[i, :n] = row[0], row[1], 1
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels,
              "image_counts": torch.tensor([len(e.images) for e in examples])}
+    if any(e.targets is not None for e in examples):
+        targets = [e.targets or [] for e in examples]
+        labels = torch.full((b, max(map(len, targets))), IGNORE, dtype=torch.long)  # (B, T)
+        for i, t in enumerate(targets):
+            labels[i, :len(t)] = torch.tensor(t, dtype=torch.long)
+        batch["labels"] = labels
     images = [im for e in examples for im in e.images]
     if images:
         batch["pixel_values"] = torch.stack(images)  # (N_all, C, H, W)

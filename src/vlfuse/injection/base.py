@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from vlfuse.objectives.lm import kept_lm_loss, label_positions, lm_loss
+
 
 @dataclass
 class InjectorOutput:
@@ -32,6 +34,17 @@ class Injector(nn.Module, ABC):
 
     image_token_id: int = -1
     inputs: tuple[str, ...] = ()  # batch keys forward reads as keywords (e.g. a per-tile cross-attention mask)
+    # an encoder-decoder LLM: the prompt is the encoder's input, the answer the decoder's targets (labels (B, T)
+    # apart from input_ids (B, S)), and images go before the prompt and its padding (transformers' BLIP-2 layout)
+    encoder_decoder: bool = False
+
+    def label_positions(self, labels: torch.Tensor) -> torch.Tensor:
+        """``(B, S)`` bool: the positions whose logits are scored against a label (``logits_to_keep``)."""
+        return label_positions(labels)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, keep: int | torch.Tensor = 0) -> torch.Tensor:
+        """Next-token cross-entropy of ``logits (B, S, W)`` (``(N_true, W)`` when ``keep`` is a mask) on ``labels``."""
+        return kept_lm_loss(logits, labels, keep) if isinstance(keep, torch.Tensor) else lm_loss(logits, labels)
 
     @abstractmethod
     def placeholder_tokens(self, visual_tokens: int) -> int:
