@@ -19,7 +19,7 @@ from vlfuse.config import component
 from vlfuse.connectors.base import Connector
 from vlfuse.data.collate import Processor
 from vlfuse.data.tokenizer import TokenizerConfig, load_tokenizer
-from vlfuse.data.transforms import ImageConfig, ImageTransform
+from vlfuse.data.transforms import ImageConfig
 from vlfuse.encoders.base import VisionEncoder
 from vlfuse.injection.base import Injector
 from vlfuse.llm import LLMConfig, build_llm, hidden_size, max_positions
@@ -111,10 +111,10 @@ class VLM(nn.Module):
     def processor(self) -> Processor:
         """The ``Processor`` (template, image expansion, transforms) that matches this model."""
         enc = self.encoder
-        transform = ImageTransform(enc.image_size, enc.image_mean, enc.image_std, enc.in_channels,
-                                   self.config.image.resize)  # pad / crop / stretch, as saved with the model
+        transform = enc.image_transform(self.config.image.resize)  # pad / crop / stretch, as saved; or tiles
         return Processor(self.tokenizer, transform, self.injector.placeholder_tokens(self.visual_tokens),
-                         self.max_length, self.config.tokenizer.image_token, self.visual_tokens)
+                         self.max_length, self.config.tokenizer.image_token, self.visual_tokens,
+                         self.config.tokenizer.bos_after_images)
 
     # --- forward -----------------------------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""A saved ``transformers`` image processor (``preprocessor_config.json``) as vlfuse image settings.
+"""A saved ``transformers`` image processor (``preprocessor_config.json`` or ``processor_config.json``) as vlfuse
+image settings.
 
 Read: ``image_mean`` / ``image_std`` (identity when ``do_normalize`` is false), the output size (``crop_size``
 when ``do_center_crop``, else ``size``), and how the aspect ratio is handled, mapped onto ``ImageConfig.resize``:
@@ -46,12 +47,22 @@ def _side(size: Any) -> int | None:
     return None
 
 
-def read_image_settings(directory: str | Path) -> ImageSettings:
-    """``preprocessor_config.json`` of ``directory`` -> ``ImageSettings`` (all None when there is none)."""
+def image_processor_dict(directory: str | Path) -> dict[str, Any] | None:
+    """The saved image processor's settings: ``preprocessor_config.json``, else the ``image_processor`` entry of
+    ``processor_config.json`` (where ``transformers`` 5 saves a whole processor); None when neither has one."""
     path = Path(directory) / "preprocessor_config.json"
-    if not path.is_file():
+    if path.is_file():
+        return json.loads(path.read_text())
+    path = Path(directory) / "processor_config.json"
+    nested = json.loads(path.read_text()).get("image_processor") if path.is_file() else None
+    return nested if isinstance(nested, dict) else None
+
+
+def read_image_settings(directory: str | Path) -> ImageSettings:
+    """The saved image processor of ``directory`` -> ``ImageSettings`` (all None when there is none)."""
+    data = image_processor_dict(directory)
+    if data is None:
         return ImageSettings(None, None, None, None)
-    data = json.loads(path.read_text())
     mean, std = data.get("image_mean"), data.get("image_std")
     if data.get("do_normalize") is False:
         mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]

@@ -46,15 +46,19 @@ class Processor:
         tokens_per_image: positions one image takes (``injector.placeholder_tokens(V)``).
         max_length: the LLM's position limit; longer samples raise before any forward pass.
         visual_tokens: ``V`` per image, for the error message.
+        bos_after_images: raw prompts without the BOS text get it after their leading image placeholders
+            (transformers' ``MllamaProcessor``); otherwise the tokenizer adds its special tokens alone.
+
+    A transform with a ``collate_images`` method (``vlfuse.data.tiles.TileTransform``) batches its own images.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, transform: Callable[[Any], torch.Tensor],
                  tokens_per_image: int, max_length: int, image_token: str = "<image>",
-                 visual_tokens: int | None = None) -> None:
+                 visual_tokens: int | None = None, bos_after_images: bool = False) -> None:
         self.tok, self.transform = tokenizer, transform
         self.k, self.max_length = tokens_per_image, max_length
         self.v = visual_tokens if visual_tokens is not None else tokens_per_image
-        self.image_token = image_token
+        self.image_token, self.bos_after_images = image_token, bos_after_images
         self.image_id = tokenizer.convert_tokens_to_ids(image_token)
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self.eos = [tokenizer.eos_token_id]
@@ -124,6 +128,11 @@ class Processor:
 
     def encode_text(self, text: str, images: Sequence[Any] = (), name: str = "prompt") -> Example:
         """One raw prompt (special tokens added as the tokenizer adds them, placeholders expanded); no targets."""
+        if self.bos_after_images and self.tok.bos_token and self.tok.bos_token not in text:
+            lead = 0
+            while text.startswith(self.image_token, lead):
+                lead += len(self.image_token)
+            text = text[:lead] + self.tok.bos_token + text[lead:]  # as transformers' build_string_from_input
         ids = self.tok(text).input_ids  # add_special_tokens=True: BOS where the transformers processor puts it
         return self._finish(ids, [IGNORE] * len(ids), {"images": list(images), "id": name})
 
@@ -195,7 +204,7 @@ class Processor:
         ``pixel_values (N_all, C, H, W)`` (absent when no sample has an image) and ``image_counts (B,)``."""
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side={padding_side!r}: choose 'left' (generation) or 'right' (training)")
-        return collate(examples, self.tok.pad_token_id, padding_side)
+        return collate(examples, self.tok.pad_token_id, padding_side, getattr(self.transform, "collate_images", None))
 
 
 def _image_groups(images: Sequence[Any] | None, n_texts: int) -> list[list[Any]]:
@@ -220,8 +229,10 @@ def _user_turn(text: str) -> str:
     return " ".join(p for p in (USER, text.strip(), ASSISTANT) if p)
 
 
-def collate(examples: Sequence[Example], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
-    """See ``Processor.collate``."""
+def collate(examples: Sequence[Example], pad_id: int, padding_side: str = "right",
+            collate_images: Callable[[list[list[Any]]], dict[str, torch.Tensor]] | None = None,
+            ) -> dict[str, torch.Tensor]:
+    """See ``Processor.collate``; ``collate_images`` (each sample's images -> batch keys) replaces the stacking."""
     s = max(len(e.input_ids) for e in examples)
     b = len(examples)
     ids = torch.full((b, s), pad_id, dtype=torch.long)
@@ -236,6 +247,8 @@ def collate(examples: Sequence[Example], pad_id: int, padding_side: str = "right
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels,
              "image_counts": torch.tensor([len(e.images) for e in examples])}
     images = [im for e in examples for im in e.images]
-    if images:
+    if images and collate_images is not None:
+        batch.update(collate_images([list(e.images) for e in examples]))  # e.g. tiles in a padded slot layout
+    elif images:
         batch["pixel_values"] = torch.stack(images)  # (N_all, C, H, W)
     return batch

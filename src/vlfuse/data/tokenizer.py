@@ -28,6 +28,8 @@ class TokenizerConfig:
     path: str | None = None  # local tokenizer folder (the LLM's own) for AutoTokenizer; None trains the built-in BPE
     image_token: str = "<image>"  # placeholder added as a special token
     vocab_size: int = 8192  # at most this many tokens in the built-in BPE (specials + 256 bytes + merges)
+    bos_after_images: bool = False  # a raw prompt without the BOS text gets it after its leading image tokens
+    #                                 (transformers' MllamaProcessor); False: the tokenizer adds what it adds
 
     def __post_init__(self) -> None:
         if self.vocab_size < 512:

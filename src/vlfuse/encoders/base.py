@@ -7,6 +7,7 @@ An encoder maps ``pixel_values (B*N, C, H, W)`` to ``features (B*N, P, Dv)``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,6 +35,13 @@ class VisionEncoder(nn.Module, ABC):
     @abstractmethod
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B*N, C, H, W) -> (B*N, P, Dv)``."""
+
+    def image_transform(self, resize: str) -> Callable[[Any], Any]:
+        """The transform the processor applies to each image: resize by ``resize`` and normalise to this encoder's
+        input (an encoder with its own preprocessing, e.g. tiles, returns its own)."""
+        from vlfuse.data.transforms import ImageTransform
+
+        return ImageTransform(self.image_size, self.image_mean, self.image_std, self.in_channels, resize)
 
     def check_pixels(self, pixel_values: torch.Tensor) -> None:
         """Raise a clear error for a batch of the wrong rank, channels or size."""
