@@ -19,9 +19,9 @@ from transformers.models.mllama.processing_mllama import (
     get_cross_attention_token_mask,
 )
 
+import vlfuse.generate
 from tests.conftest import WORDS
 from tests.parity.test_perceiver_parity import randomize
-import vlfuse.generate
 from vlfuse import VLM
 from vlfuse.convert.mllama import mllama_layer_plan
 from vlfuse.data.tiles import arrangements
