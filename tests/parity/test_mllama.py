@@ -185,3 +185,21 @@ def test_tiled_mllama_with_llama3_rope_scaling(tmp_path):
     torch.testing.assert_close(got[real], ref[real], atol=2e-5, rtol=1e-5)
     ref_gen, new = greedy_pair(hf, ref_in, model, batch)
     assert torch.equal(new, ref_gen) and new.shape == (2, 16)
+
+
+def test_tiled_mllama_projects_visual_kv_once_and_names_bad_inputs(tmp_path):
+    save_tiled_mllama(tmp_path)
+    model = VLM.from_transformers(str(tmp_path)).eval()
+    text, images = CASES["interleaved"]
+    batch = model.processor()(text=text, images=images, padding_side="left")
+    calls = []
+    for block in model.injector.blocks:
+        project = block.attn.project_media
+        block.attn.project_media = lambda media, project=project: calls.append(media.shape) or project(media)
+    vlfuse.generate.generate_ids(model, batch, max_new_tokens=6, eos_token_id=-1)
+    assert calls == [(2, 2 * 4 * 17, 32)] * 2  # once per block per sequence: (B, N_max * T * P, Dt), no decode step
+    with pytest.raises(ValueError, match=r"give tiles \(N, T, C, H, W\)"):
+        model.encoder(torch.zeros(2, 3, 8, 8))  # plain images need max_num_tiles 1
+    short = {**batch, "aspect_ratio_ids": batch["aspect_ratio_ids"][:, :1]}
+    with pytest.raises(ValueError, match="2 aspect_ratio_ids and 16 aspect_ratio_mask entries"):
+        model(**short)
