@@ -203,3 +203,25 @@ def test_tiled_mllama_projects_visual_kv_once_and_names_bad_inputs(tmp_path):
     short = {**batch, "aspect_ratio_ids": batch["aspect_ratio_ids"][:, :1]}
     with pytest.raises(ValueError, match="2 aspect_ratio_ids and 16 aspect_ratio_mask entries"):
         model(**short)
+
+
+def test_single_tile_model_on_the_generic_processor_path(tmp_path):
+    """``encode_prompt`` + ``collate`` (training, ``model.generate``) tile as transformers with max_image_tiles 1."""
+    hf, _ = save_tiny_mllama(tmp_path)
+    model = VLM.from_transformers(str(tmp_path)).eval()
+    proc, image = model.processor(), picture(20, 9, 5)
+    batch = proc.collate([proc.encode_prompt("what <image> color is the circle ?", [image])], "left")
+    ref_px = MllamaImageProcessorPil(size={"height": 8, "width": 8}, max_image_tiles=1,
+                                     image_mean=list(model.encoder.image_mean), image_std=list(model.encoder.image_std))
+    ref_px = ref_px(images=[[image]], return_tensors="pt")
+    assert torch.equal(batch["pixel_values"], ref_px["pixel_values"].flatten(0, 1))  # (1, 1, 3, 8, 8)
+    ids = batch["input_ids"]
+    sparse = [get_cross_attention_token_mask(ids[0].tolist(), model.injector.image_token_id)]
+    cross = torch.from_numpy(convert_sparse_cross_attention_mask_to_dense(sparse, [[1]], 1, ids.shape[1]))
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=batch["attention_mask"], pixel_values=ref_px["pixel_values"],
+                 aspect_ratio_ids=ref_px["aspect_ratio_ids"], aspect_ratio_mask=ref_px["aspect_ratio_mask"],
+                 cross_attention_mask=cross).logits
+        got = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[..., : ref.shape[-1]]
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert isinstance(model.generate("what <image> color ?", [image], max_new_tokens=3), str)

@@ -28,7 +28,7 @@ class Example:
 
     input_ids: list[int]
     labels: list[int]
-    images: list[torch.Tensor] = field(default_factory=list)  # each (C, H, W)
+    images: list[Any] = field(default_factory=list)  # each (C, H, W), or what the transform makes (TiledImage)
     id: str = ""
 
 
