@@ -167,6 +167,8 @@ class CrossAttentionInjector(Injector):
         >>> out.past_key_values.keys[0].shape  # (B, hk, N_max * V, hd), projected once
     """
 
+    inputs = ("aspect_ratio_ids", "aspect_ratio_mask")  # tiled images (Mllama): the slot layout and real tiles
+
     def __init__(self, config: CrossAttentionConfig, llm: PreTrainedModel) -> None:
         super().__init__()
         self.config = config
@@ -181,8 +183,6 @@ class CrossAttentionInjector(Injector):
                 raise ValueError(f"decoder layer {i} already has a cross-attention block; build the injection "
                                  "around a fresh LLM")
             layers[i] = FusedDecoderLayer(layers[i], j)
-
-    inputs = ("aspect_ratio_ids", "aspect_ratio_mask")  # tiled images (Mllama): the slot layout and real tiles
 
     def placeholder_tokens(self, visual_tokens: int) -> int:
         return 1  # the image is read through cross-attention, not placed in the sequence
