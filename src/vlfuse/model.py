@@ -20,7 +20,7 @@ from vlfuse.connectors.base import Connector
 from vlfuse.data.collate import Processor
 from vlfuse.data.instruction import INSTRUCTION_INPUTS, InstructionText
 from vlfuse.data.tokenizer import TokenizerConfig, load_tokenizer
-from vlfuse.data.transforms import ImageConfig, image_transform
+from vlfuse.data.transforms import ImageConfig
 from vlfuse.encoders.base import VisionEncoder
 from vlfuse.injection.base import Injector
 from vlfuse.llm import LLMConfig, build_llm, hidden_size, is_seq2seq, max_positions
@@ -115,7 +115,7 @@ class VLM(nn.Module):
 
     def processor(self) -> Processor:
         """The ``Processor`` (template, image expansion, transforms) that matches this model."""
-        transform = image_transform(self.encoder, self.config.image)  # resize, filter, scale: as saved with it
+        transform = self.encoder.image_transform(self.config.image)  # as saved with it; or the encoder's tiles
         instruction = None  # an instruction Q-Former (InstructBLIP) reads the prompts too, in its own tokenizer's ids
         if INSTRUCTION_INPUTS[0] in self.connector.inputs:
             instruction = InstructionText(self.qformer_tokenizer or self.tokenizer,
@@ -123,7 +123,8 @@ class VLM(nn.Module):
         return Processor(self.tokenizer, transform, self.injector.placeholder_tokens(self.visual_tokens),
                          self.max_length, self.config.tokenizer.image_token, self.visual_tokens,
                          self.config.tokenizer.image_prefix, instruction,
-                         encoder_decoder=self.injector.encoder_decoder)
+                         encoder_decoder=self.injector.encoder_decoder,
+                         bos_after_images=self.config.tokenizer.bos_after_images)
 
     # --- forward -----------------------------------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,10 @@
-"""Llama 3.2 Vision (``transformers.MllamaForConditionalGeneration``) -> vlfuse, one tile per image.
+"""Llama 3.2 Vision (``transformers.MllamaForConditionalGeneration``) -> vlfuse, tiled images.
 
 Mllama interleaves gated cross-attention layers with the Llama's self-attention layers in one list; vlfuse keeps
 the self-attention layers as a ``LlamaForCausalLM`` and runs each cross-attention layer as a ``cross_attention``
-block before the next one. Parity: ``tests/parity/test_mllama.py``.
+block before the next one. Images are tiled as ``MllamaImageProcessor`` tiles them (``vlfuse.data.tiles``); a token
+reads the most recent run of adjacent images (``media: group``), as ``MllamaProcessor``'s cross-attention mask.
+Parity: ``tests/parity/test_mllama.py``.
 Shapes: ``Dt`` LLM width.
 """
 
@@ -15,6 +17,7 @@ from transformers import PretrainedConfig
 
 from vlfuse.connectors.linear import LinearConfig
 from vlfuse.convert.common import Converted, converter, rename, require, tokenizer
+from vlfuse.convert.processor import image_processor_dict
 from vlfuse.data.tokenizer import TokenizerConfig
 from vlfuse.encoders.mllama_vision import MllamaVisionEncoderConfig
 from vlfuse.injection.cross_attention import CrossAttentionConfig
@@ -46,14 +49,25 @@ def mllama_layer_plan(n_layers: int, cross: list[int]) -> tuple[list[int], list[
     return selfs, before
 
 
+def _resample(directory: Path, hf: PretrainedConfig) -> int:
+    """The saved image processor's PIL filter; refuses one that tiles differently from the vision tower."""
+    data = image_processor_dict(directory)[0] or {}
+    tiles = data.get("max_image_tiles", hf.vision_config.max_num_tiles)
+    require(tiles == hf.vision_config.max_num_tiles, f"preprocessor_config.json max_image_tiles={tiles} but the "
+            f"vision tower has max_num_tiles={hf.vision_config.max_num_tiles}; save the processor of this model")
+    require(data.get("do_rescale", True) and data.get("rescale_factor", 1 / 255) == 1 / 255,
+            "the image processor rescales pixels other than by 1/255; vlfuse's tiling transform rescales by 1/255")
+    return int(data.get("resample", 2))
+
+
 @converter("mllama")
 def convert_mllama(directory: Path, hf: PretrainedConfig) -> Converted:
-    """``MllamaForConditionalGeneration`` (Llama 3.2 Vision) -> the equivalent ``VLM`` (one tile per image).
+    """``MllamaForConditionalGeneration`` (Llama 3.2 Vision) -> the equivalent ``VLM`` (tiled images).
 
     The embedding has 8 rows past the head's vocabulary (Mllama's ``vocab_size + 8``, e.g. ``<|image|>``); the
     LLM's head gets 8 zero rows there, so those ids score 0 and the first ``vocab_size`` logits are Mllama's.
-    A token before the first image reads every image of its sample and its FFW output is zeroed, as
-    ``transformers`` does (``unseen_rows: all_images``, ``ff_text_rows: false``).
+    A token before the first image reads every image slot of its sample (padded tiles and slots included) and its
+    FFW output is zeroed, as ``transformers`` does (``unseen_rows: all_images``, ``ff_text_rows: false``).
     """
     text = hf.text_config
     require(text.hidden_act == "silu", f"hidden_act={text.hidden_act!r}: the vlfuse SwiGLU blocks use silu only")
@@ -68,15 +82,15 @@ def convert_mllama(directory: Path, hf: PretrainedConfig) -> Converted:
            "tie_word_embeddings": False, "attention_bias": False, "pad_token_id": text.pad_token_id,
            "bos_token_id": text.bos_token_id, "eos_token_id": text.eos_token_id}
     config = VLMConfig(
-        encoder=MllamaVisionEncoderConfig(config=hf.vision_config.to_dict()),
+        encoder=MllamaVisionEncoderConfig(config=hf.vision_config.to_dict(), resample=_resample(directory, hf)),
         connector=LinearConfig(bias=True),
         injection=CrossAttentionConfig(
-            layers=tuple(before), media="last", heads=text.num_attention_heads, kv_heads=text.num_key_value_heads,
+            layers=tuple(before), media="group", heads=text.num_attention_heads, kv_heads=text.num_key_value_heads,
             head_dim=text.hidden_size // text.num_attention_heads, ff="swiglu", ff_hidden=text.intermediate_size,
             norm="rmsnorm", norm_eps=text.rms_norm_eps, qk_norm=True, gate="scalar", ff_text_rows=False,
             unseen_rows="all_images"),
         llm=LLMConfig(config=llm),
-        tokenizer=TokenizerConfig(image_token=image_token),
+        tokenizer=TokenizerConfig(image_token=image_token, bos_after_images=True),
     )
     # transformers saves Mllama in its original layout (language_model.model., vision_model., ...): read both
     state = rename(read_safetensors(directory), [

@@ -32,7 +32,7 @@ class Example:
 
     input_ids: list[int]
     labels: list[int]
-    images: list[torch.Tensor] = field(default_factory=list)  # each (C, H, W)
+    images: list[Any] = field(default_factory=list)  # each (C, H, W), or what the transform makes (TiledImage)
     id: str = ""
     targets: list[int] | None = None  # an encoder-decoder's decoder targets (labels then holds no target)
     prefix: int = 0  # leading positions (image tokens) that stay in front of left padding
@@ -56,18 +56,22 @@ class Processor:
             (BLIP-2's and InstructBLIP's processors).
         text_inputs: raw prompts -> extra batch keys (an instruction Q-Former's ``InstructionText``).
         encoder_decoder: the LLM is an encoder-decoder (``injector.encoder_decoder``); see the module docstring.
+        bos_after_images: raw prompts without the BOS text get it after their leading image placeholders
+            (transformers' ``MllamaProcessor``); otherwise the tokenizer adds its special tokens alone.
+
+    A transform with a ``collate_images`` method (``vlfuse.data.tiles.TileTransform``) batches its own images.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, transform: Callable[[Any], torch.Tensor],
                  tokens_per_image: int, max_length: int, image_token: str = "<image>",
                  visual_tokens: int | None = None, image_prefix: bool = False,
                  text_inputs: Callable[[list[str]], dict[str, torch.Tensor]] | None = None,
-                 encoder_decoder: bool = False) -> None:
+                 encoder_decoder: bool = False, bos_after_images: bool = False) -> None:
         self.tok, self.transform = tokenizer, transform
         self.image_prefix, self.text_inputs = image_prefix, text_inputs
         self.k, self.max_length = tokens_per_image, max_length
         self.v = visual_tokens if visual_tokens is not None else tokens_per_image
-        self.image_token = image_token
+        self.image_token, self.bos_after_images = image_token, bos_after_images
         self.encoder_decoder = encoder_decoder
         self.image_id = tokenizer.convert_tokens_to_ids(image_token)
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
@@ -145,6 +149,11 @@ class Processor:
 
     def encode_text(self, text: str, images: Sequence[Any] = (), name: str = "prompt") -> Example:
         """One raw prompt (special tokens added as the tokenizer adds them, placeholders expanded); no targets."""
+        if self.bos_after_images and self.tok.bos_token and self.tok.bos_token not in text:
+            lead = 0
+            while text.startswith(self.image_token, lead):
+                lead += len(self.image_token)
+            text = text[:lead] + self.tok.bos_token + text[lead:]  # as transformers' build_string_from_input
         ids = self._prefixed(self.tok(text).input_ids, images, name)  # BOS where the transformers processor puts it
         return self._finish(ids, [IGNORE] * len(ids), {"images": list(images), "id": name})
 
@@ -241,7 +250,7 @@ class Processor:
         ``pixel_values (N_all, C, H, W)`` (absent when no sample has an image) and ``image_counts (B,)``."""
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side={padding_side!r}: choose 'left' (generation) or 'right' (training)")
-        return collate(examples, self.tok.pad_token_id, padding_side)
+        return collate(examples, self.tok.pad_token_id, padding_side, getattr(self.transform, "collate_images", None))
 
 
 def _image_groups(images: Sequence[Any] | None, n_texts: int) -> list[list[Any]]:
@@ -266,9 +275,12 @@ def _user_turn(text: str) -> str:
     return " ".join(p for p in (USER, text.strip(), ASSISTANT) if p)
 
 
-def collate(examples: Sequence[Example], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+def collate(examples: Sequence[Example], pad_id: int, padding_side: str = "right",
+            collate_images: Callable[[list[list[Any]]], dict[str, torch.Tensor]] | None = None,
+            ) -> dict[str, torch.Tensor]:
     """See ``Processor.collate``. A sample's ``prefix`` stays in front of its left padding; decoder ``targets``
-    (an encoder-decoder's) become ``labels (B, T)``, right-padded with -100."""
+    (an encoder-decoder's) become ``labels (B, T)``, right-padded with -100; ``collate_images`` (each sample's
+    images -> batch keys) replaces the stacking."""
     s = max(len(e.input_ids) for e in examples)
     b = len(examples)
     ids = torch.full((b, s), pad_id, dtype=torch.long)
@@ -291,6 +303,8 @@ def collate(examples: Sequence[Example], pad_id: int, padding_side: str = "right
             labels[i, :len(t)] = torch.tensor(t, dtype=torch.long)
         batch["labels"] = labels
     images = [im for e in examples for im in e.images]
-    if images:
+    if images and collate_images is not None:
+        batch.update(collate_images([list(e.images) for e in examples]))  # e.g. tiles in a padded slot layout
+    elif images:
         batch["pixel_values"] = torch.stack(images)  # (N_all, C, H, W)
     return batch

@@ -29,6 +29,8 @@ class TokenizerConfig:
     image_token: str = "<image>"  # placeholder added as a special token
     vocab_size: int = 8192  # at most this many tokens in the built-in BPE (specials + 256 bytes + merges)
     image_prefix: bool = False  # prompts hold no image_token; an image's tokens go before the text (BLIP-2)
+    bos_after_images: bool = False  # a raw prompt without the BOS text gets it after its leading image tokens
+    #                                 (transformers' MllamaProcessor); False: the tokenizer adds what it adds
 
     def __post_init__(self) -> None:
         if self.vocab_size < 512:

@@ -7,6 +7,7 @@ An encoder maps ``pixel_values (B*N, C, H, W)`` to ``features (B*N, P, Dv)``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,6 +35,14 @@ class VisionEncoder(nn.Module, ABC):
     @abstractmethod
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B*N, C, H, W) -> (B*N, P, Dv)``."""
+
+    def image_transform(self, image: Any) -> Callable[[Any], Any]:
+        """The transform the processor applies to each image under the model's ``ImageConfig`` ``image``: resize,
+        filter and rescale as saved, then this encoder's normalisation (an encoder with its own preprocessing,
+        e.g. tiles, returns its own)."""
+        from vlfuse.data.transforms import image_transform
+
+        return image_transform(self, image)
 
     def check_pixels(self, pixel_values: torch.Tensor) -> None:
         """Raise a clear error for a batch of the wrong rank, channels or size."""

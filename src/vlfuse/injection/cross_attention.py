@@ -53,7 +53,8 @@ class CrossAttentionConfig:
     kind: Literal["cross_attention"] = "cross_attention"
     every: int = 1  # a block before LLM layers 0, k, 2k, ... (IDEFICS cross_layer_interval; Flamingo: 1 to 7)
     layers: tuple[int, ...] = ()  # or before exactly these LLM layer indices (Llama 3.2 Vision); overrides every
-    media: Literal["last", "all"] = "last"  # which preceding images a token reads: the most recent, or all
+    media: Literal["last", "all", "group"] = "last"  # which preceding images a token reads: the most recent, all,
+    #                                          or the most recent run of adjacent ones (transformers' Mllama)
     heads: int | None = None  # None: the LLM's attention heads
     kv_heads: int | None = None  # key/value heads (grouped-query); None: = heads
     head_dim: int | None = None  # None: Dt // heads
@@ -167,6 +168,8 @@ class CrossAttentionInjector(Injector):
         >>> out.past_key_values.keys[0].shape  # (B, hk, N_max * V, hd), projected once
     """
 
+    inputs = ("aspect_ratio_ids", "aspect_ratio_mask")  # tiled images (Mllama): the slot layout and real tiles
+
     def __init__(self, config: CrossAttentionConfig, llm: PreTrainedModel) -> None:
         super().__init__()
         self.config = config
@@ -196,12 +199,22 @@ class CrossAttentionInjector(Injector):
         use_cache: bool = False,
         image_counts: torch.Tensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        aspect_ratio_ids: torch.Tensor | None = None,
+        aspect_ratio_mask: torch.Tensor | None = None,
     ) -> CrossAttentionOutput:
-        """``input_ids (B, T)`` (one marker per image), ``visual (N_all, V, Dm)`` -> logits and the cache."""
+        """``input_ids (B, T)`` (one marker per image), ``visual (N_all, V, Dm)`` -> logits and the cache.
+
+        Tiled images (the Mllama processor's batch): ``aspect_ratio_ids (B, N_max)``, 0 on a slot that pads a
+        sample to the batch's most images, and ``visual (B * N_max, V, Dm)`` holds every slot, padded ones
+        included, as transformers encodes them; ``aspect_ratio_mask (B, N_max, tiles)``: the real tiles, the only
+        keys a token that sees its image reads.
+        """
         markers = input_ids == self.image_token_id  # (B, T)
         if past_key_values is None:
-            counts = check_images(markers, visual, image_counts)
-            media, slots, per_image = pack_media(visual, counts, self.media_dim, self.blocks_dtype_like(input_ids))
+            slot_ids = aspect_ratio_ids if visual is not None else None
+            counts = check_images(markers, visual, image_counts, slot_ids)
+            media, layout = pack_media(visual, counts, self.media_dim, self.blocks_dtype_like(input_ids), markers,
+                                       slot_ids, aspect_ratio_mask)
             kv = [block.attn.project_media(media) for block in self.blocks]  # once per sequence
             keys, values = [k for k, _ in kv], [v for _, v in kv]
             seen, inner = torch.zeros_like(counts), None
@@ -210,23 +223,21 @@ class CrossAttentionInjector(Injector):
                 raise ValueError("images after the prefill are not supported: give every image (and its <image> "
                                  "marker) in the first call, then continue with past_key_values")
             cache = past_key_values
-            keys, values, slots, seen, per_image = cache.keys, cache.values, cache.slots, cache.seen, cache.per_image
+            keys, values, layout, seen = cache.keys, cache.values, cache.layout, cache.seen
             inner = cache.self_attn
         else:
             raise ValueError(f"past_key_values is a {type(past_key_values).__name__}; the cross_attention injection "
                              "continues only from the CrossAttentionCache its previous call returned")
-        mask, rows, ff_rows = media_masks(markers, seen, slots, per_image, self.config.media,
-                                          self.config.unseen_rows)
+        mask, rows, ff_rows = media_masks(markers, seen, layout, self.config.media, self.config.unseen_rows)
         context = CrossAttentionContext(self.blocks, keys, values, mask, rows, ff_rows)
         out = llm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                   use_cache=use_cache, logits_to_keep=logits_to_keep, **cache_kwargs(inner), **{CONTEXT_KEY: context})
         if not use_cache:
             return CrossAttentionOutput(out.logits)
         seen = seen + markers.sum(dim=1)  # (B,)
-        if past_key_values is None and self.config.media == "last" and slots.shape[1] > 1:
-            keys, values, slots, seen = keep_last_image(keys, values, seen, per_image)  # later tokens read no other
-        return CrossAttentionOutput(out.logits, CrossAttentionCache(output_cache(out), keys, values, slots, seen,
-                                                                    per_image))
+        if past_key_values is None and self.config.media == "last" and layout.slots.shape[1] > 1:
+            keys, values, layout, seen = keep_last_image(keys, values, seen, layout)  # later tokens read no other
+        return CrossAttentionOutput(out.logits, CrossAttentionCache(output_cache(out), keys, values, layout, seen))
 
     def blocks_dtype_like(self, input_ids: torch.Tensor) -> torch.Tensor:
         """An empty tensor on the input's device in the blocks' dtype (for an image-free batch's empty media)."""

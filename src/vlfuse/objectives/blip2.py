@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from vlfuse.data.pairs import PairProcessor
-from vlfuse.data.transforms import image_transform
 from vlfuse.objectives.itc import image_features, itc_loss, positives, similarity, temperature, text_features
 from vlfuse.objectives.itg import itg_loss
 from vlfuse.objectives.itm import itm_loss
@@ -40,7 +39,7 @@ def pair_processor(model: Any) -> PairProcessor:
         raise ValueError(f"qformer vocab_size={c.vocab_size} keeps its last two ids for [CLS] and [DEC], but the "
                          f"tokenizer has {len(model.tokenizer)} tokens; set model.connector.vocab_size >= "
                          f"{len(model.tokenizer) + 2}")
-    transform = image_transform(model.encoder, model.config.image)
+    transform = model.encoder.image_transform(model.config.image)
     return PairProcessor(model.tokenizer, transform, c.cls_id, c.max_text_positions)
 
 
