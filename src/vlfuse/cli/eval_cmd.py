@@ -7,7 +7,7 @@ config says (``image.resize``: pad, crop or stretch), which a line on stderr rep
 ``answers`` (default): accuracy per skill, exact match and VQAv2-style normalised match. ``retrieval``:
 image-text recall@1/@5/@10 both ways on held-out captioned scenes, for a dual encoder (``--recipe clip``) or a
 model with a pre-trained Q-Former (e.g. ``DIR/stages/pretrain`` of the blip2 recipe). ``zeroshot``: a dual
-encoder classifies one-object scenes by ``--label`` (shape or color) from prompt ``--template`` s (or a file's
+encoder classifies one-object scenes (no word strip) by ``--label`` (shape or color) from prompt ``--template`` s (or a file's
 records, each label its first answer). A dual encoder answers ``answers`` questions by ranking statements.
 """
 
@@ -103,19 +103,32 @@ def _scenes_n(args: argparse.Namespace) -> int:
     return SCENES_SIZES["eval"] if args.n is None else args.n
 
 
-def _zeroshot(args: argparse.Namespace, model: Any) -> int:
+def _one_object_scenes(scenes: ScenesConfig, label: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` captioned scenes that hold one object (and no word), each labelled by its shape or colour."""
     import dataclasses
 
+    from vlfuse.data.scenes import generate
+
+    cfg = dataclasses.replace(scenes, skills={"caption": 1.0}, extra_turns=0, min_objects=1, max_objects=2)
+    out: list[dict[str, Any]] = []
+    for attempt in range(50):  # about half the scenes hold one object
+        for r in generate(cfg, 4 * n, seed + 1000 * attempt):
+            words = r["conversations"][-1]["value"].split()  # "a large red circle ."
+            if len(words) == 5:
+                label_word = words[3] if label == "shape" else words[2]
+                out.append({**r, "conversations": [r["conversations"][0], {"from": "gpt", "value": label_word}]})
+            if len(out) == n:
+                return out
+    raise ValueError(f"could not draw {n} one-object scenes; lower --n")
+
+
+def _zeroshot(args: argparse.Namespace, model: Any) -> int:
     from vlfuse.evaluate_zeroshot import TEMPLATES, zeroshot
 
     if args.data:
         records = _file_records(args)
     else:
-        from vlfuse.data.scenes import generate
-
-        scenes = _scenes_config(model_dir(args.model))
-        one = dataclasses.replace(scenes, skills={args.label: 1.0}, extra_turns=0, max_objects=1)
-        records = generate(one, _scenes_n(args), args.seed)  # "what color is the circle ?" -> the one object's
+        records = _one_object_scenes(_scenes_config(model_dir(args.model)), args.label, _scenes_n(args), args.seed)
     result = zeroshot(model, records, tuple(args.template or TEMPLATES), args.batch_size)
     if args.json:
         print(json.dumps(result))
