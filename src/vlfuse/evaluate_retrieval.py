@@ -1,12 +1,12 @@
 """Image-text retrieval: recall@1 / @5 / @10 in both directions on held-out image-caption pairs, for any model
 kind that scores pairs (``retrieval_scores``: a dual encoder's cosine; a Q-Former's ITC, below).
 
-For a Q-Former (after BLIP-2 stage 1), every image is scored against every text of the set by the ITC similarity (max over queries of the cosine,
-``objectives/itc.py``), as BLIP-2's first retrieval pass; with ``rerank=k`` the top ``k`` candidates of each
-query are re-scored by ``ITM match logit + ITC similarity`` (BLIP-2 / LAVIS ``compute_sim_matrix``). A text is
-a correct answer for an image when it equals that image's own caption (scenes draw the same caption for
-different images, and those cannot be told apart), and the other way round.
-Shapes: ``N`` pairs, ``Q`` queries, ``E`` ITC width, ``k`` re-ranked candidates.
+For a Q-Former (after BLIP-2 stage 1), every image is scored against every text of the set by the ITC similarity
+(max over queries of the cosine, ``objectives/itc.py``), as BLIP-2's first retrieval pass; with ``rerank=k`` the top
+``k`` candidates of each query are re-scored by ``ITM match logit + ITC similarity`` (BLIP-2 / LAVIS
+``compute_sim_matrix``). A text is a correct answer for an image when it equals that image's own caption (scenes
+draw the same caption for different images, and those cannot be told apart), and the other way round. Shapes: ``N``
+pairs, ``Q`` queries, ``E`` ITC width, ``k`` re-ranked candidates.
 """
 
 from __future__ import annotations

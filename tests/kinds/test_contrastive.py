@@ -65,8 +65,8 @@ def test_gather_without_a_group_is_the_identity():
 
 
 def _tiny_model(loss):
-    from vlfuse.kinds.dual_encoder import DualEncoderConfig
     from vlfuse.kinds import build_model
+    from vlfuse.kinds.dual_encoder import DualEncoderConfig
 
     text = {"config": {"model_type": "clip_text_model", "hidden_size": 32, "intermediate_size": 64,
                        "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 32}}

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, SiglipConfig, SiglipImageProcessor,
-                          SiglipModel)
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, SiglipConfig, SiglipImageProcessor, SiglipModel
 
 from tests.conftest import WORDS
 from vlfuse.data.tokenizer import build_tokenizer
@@ -75,7 +74,7 @@ def test_clip_matches_transformers(tmp_path, legacy_eos):
 
 
 def test_clip_pools_at_end_of_text_not_last_position(tmp_path):
-    hf, tok = _save_clip(tmp_path)
+    _hf, tok = _save_clip(tmp_path)
     ours = DualEncoder.from_transformers(str(tmp_path)).eval()
     proc = ours.processor()
     short = proc.texts(["blue"])
@@ -88,7 +87,7 @@ def test_clip_pools_at_end_of_text_not_last_position(tmp_path):
 
 
 def test_siglip_matches_transformers_with_max_length_padding(tmp_path):
-    hf, tok = _save_siglip(tmp_path)
+    hf, _tok = _save_siglip(tmp_path)
     ours = DualEncoder.from_transformers(str(tmp_path)).eval()
     assert ours.config.loss == "sigmoid" and ours.config.text.padding == "max_length"
     batch = ours.processor()(text=TEXTS, images=_images())

@@ -7,8 +7,8 @@ config says (``image.resize``: pad, crop or stretch), which a line on stderr rep
 ``answers`` (default): accuracy per skill, exact match and VQAv2-style normalised match. ``retrieval``:
 image-text recall@1/@5/@10 both ways on held-out captioned scenes, for a dual encoder (``--recipe clip``) or a
 model with a pre-trained Q-Former (e.g. ``DIR/stages/pretrain`` of the blip2 recipe). ``zeroshot``: a dual
-encoder classifies one-object scenes (no word strip) by ``--label`` (shape or color) from prompt ``--template`` s (or a file's
-records, each label its first answer). A dual encoder answers ``answers`` questions by ranking statements.
+encoder classifies one-object scenes (no word strip) by ``--label`` (shape or color) from prompt ``--template`` s
+(or a file's records, each label its first answer). A dual encoder answers ``answers`` questions by ranking statements.
 """
 
 from __future__ import annotations

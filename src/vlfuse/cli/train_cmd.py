@@ -12,7 +12,6 @@ from typing import Any
 from vlfuse.cli.common import add_run_args, load_run, out_dir
 from vlfuse.train.loop import TrainingInterrupted, train
 
-
 PAIR_OBJECTIVES = ("blip2", "contrastive")  # stages trained on image-text pairs, followed by a retrieval report
 RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 

@@ -145,7 +145,8 @@ class TextTower(nn.Module):
         how = self.config.pool
         if how == "eos":
             if self.eos_token_id is None:
-                raise ValueError("text.pool=eos needs eos_token_id in the text tower's config; set it or use last_token")
+                raise ValueError("text.pool=eos needs eos_token_id in the text tower's config; set it, or pool "
+                                 "last_token")
             if self.eos_token_id == 2:  # transformers keeps the pre-#24773 rule for this id: the highest id
                 return hidden[rows, input_ids.int().argmax(dim=-1)]
             return hidden[rows, (input_ids == self.eos_token_id).int().argmax(dim=-1)]  # the first EOS

@@ -10,7 +10,8 @@ Reference: ``transformers`` ``CLIPModel`` / ``SiglipModel`` (``return_loss=True`
 Features may come from several processes: with a ``group`` (``torch.distributed``), each process gathers the
 others' features (with gradients, ``torch.distributed.nn.all_gather``) and scores its own ``B`` rows against all
 ``W * B`` columns, its positives at columns ``rank * B + i``; the mean over processes of these local losses (what
-data-parallel gradient averaging takes) is the loss of the whole batch. With ``group=None`` (one process, what runs now) nothing is gathered.
+data-parallel gradient averaging takes) is the loss of the whole batch. With ``group=None`` (one process, what runs
+now) nothing is gathered.
 Shapes: ``B`` pairs per process, ``W`` processes, ``E`` embedding width.
 """
 

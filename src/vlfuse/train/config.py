@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vlfuse.data.scenes import ScenesConfig
 from vlfuse.config import component
+from vlfuse.data.scenes import ScenesConfig
 from vlfuse.train.policy import LoraSettings, Policy
 
 SCENES_SIZES = {"train": 20000, "eval": 800}  # scenes generated when train_size / eval_size are unset
