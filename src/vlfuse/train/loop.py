@@ -118,6 +118,11 @@ def stage_records(run: RunConfig, records: list[dict[str, Any]]) -> list[list[di
     return [records if not s.data else load_records(run.stage_data(s), "train") for s in run.stages]
 
 
+def objective(model: Any, name: str) -> Any:
+    """The stage objective ``name`` as ``model``'s kind defines it (``ModelKind.objective``: batches + loss terms)."""
+    return model.objective(name)
+
+
 def build_model(run: RunConfig, records: list[dict[str, Any]],
                 per_stage: list[list[dict[str, Any]]] | None = None) -> Any:
     """The run's model; the built-in BPE tokenizer trains on the scenes' words or the data's text (of every
@@ -202,7 +207,7 @@ def _run_stage(run: RunConfig, si: int, model: VLM, records: list[dict[str, Any]
     if ckpt is not None:
         load_checkpoint(ckpt, model, opt, sched)
         start = state["step"]
-    goal = model.objective(stage.objective)  # the kind says what the objective means for it
+    goal = objective(model, stage.objective)
     data = EncodedDataset(records, goal.processor(model), stage.skills)
     stream = data.batches(start * stage.grad_accum, stage.batch_size, seed=run.train.seed * 101 + si)
     bf16 = use_bf16(run.train.precision, device)
