@@ -20,7 +20,7 @@ _FORMS = [  # (question pattern, statement with {answer} and the pattern's group
     (r"how many (?P<s>\w+)s are there \?", "there are {answer} {s}s ."),
     (r"where is the (?P<c>\w+) (?P<s>\w+) relative to the (?P<c2>\w+) (?P<s2>\w+) \?",
      "the {c} {s} is {answer} the {c2} {s2} ."),
-    (r"is there a (?P<c>\w+) (?P<s>\w+) \?", "{exist} a {c} {s} ."),
+    (r"is there a (?P<c>\w+) (?P<s>\w+) \?", "{exist} {c} {s} ."),
     (r"what word is written \?", "the word is {answer} ."),
     (r"where is the (?P<c>\w+) (?P<s>\w+) \?", "the {c} {s} is at the {answer} ."),
     (r"describe the image \.", "{answer}"),
@@ -42,7 +42,7 @@ def statement(question: str, answer: str) -> str:
     for pattern, form in _COMPILED:
         m = pattern.fullmatch(q)
         if m:
-            exist = "there is" if answer.strip().lower() == "yes" else "there is no"
+            exist = "there is a" if answer.strip().lower() == "yes" else "there is no"
             return form.format(answer=answer, exist=exist, **m.groupdict())
     return f"{q} {answer}"
 
