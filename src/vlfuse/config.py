@@ -23,22 +23,25 @@ class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type, or out of range."""
 
 
-def component(registry_attr: str, default_kind: str) -> Any:
+def component(registry_attr: str, default_kind: str, implicit: bool = False) -> Any:
     """A dataclass field holding a registered component's config, chosen by its ``kind``.
 
-    ``registry_attr`` names the registry in ``vlfuse.registry`` (e.g. ``"CONNECTORS"``).
+    ``registry_attr`` names the registry in ``vlfuse.registry`` (e.g. ``"CONNECTORS"``). ``implicit``: a mapping
+    without ``kind`` means ``default_kind`` (a run's ``model`` section: no ``kind`` is the decoder VLM).
     """
 
     def make_default() -> Any:
         return _component_config(registry_attr, {"kind": default_kind}, "")
 
-    return dataclasses.field(default_factory=make_default, metadata={"registry": registry_attr})
+    meta = {"registry": registry_attr, "implicit": default_kind if implicit else None}
+    return dataclasses.field(default_factory=make_default, metadata=meta)
 
 
-def _component_config(registry_attr: str, data: Any, where: str) -> Any:
+def _component_config(registry_attr: str, data: Any, where: str, implicit: str | None = None) -> Any:
     import vlfuse.connectors
     import vlfuse.encoders
-    import vlfuse.injection  # noqa: F401  (fill the registries)
+    import vlfuse.injection
+    import vlfuse.kinds  # noqa: F401  (fill the registries)
     from vlfuse import registry as reg
 
     registry = getattr(reg, registry_attr)
@@ -46,6 +49,8 @@ def _component_config(registry_attr: str, data: Any, where: str) -> Any:
         return data
     if not isinstance(data, dict):
         raise ConfigError(f"{where or registry.slot}: expected a mapping with a 'kind' key, got {data!r}")
+    if implicit is not None and "kind" not in data:
+        data = {**data, "kind": implicit}
     kind = data.get("kind")
     if kind is None:
         raise ConfigError(f"{where or registry.slot}: missing 'kind'; choices are: {', '.join(registry.names())}")
@@ -134,7 +139,7 @@ def from_dict(cls: type[C], data: Any, where: str = "") -> C:
         key = f"{where}.{name}" if where else name
         registry_attr = fields[name].metadata.get("registry")
         if registry_attr:
-            kwargs[name] = _component_config(registry_attr, value, key)
+            kwargs[name] = _component_config(registry_attr, value, key, fields[name].metadata.get("implicit"))
         else:
             kwargs[name] = _check(hints[name], value, key)
     try:

@@ -32,12 +32,30 @@ def question_answer(record: dict[str, Any]) -> tuple[str, str]:
 
 
 @torch.no_grad()
-def evaluate(model: VLM, records: Sequence[dict[str, Any]], batch_size: int = 100,
-             keep_predictions: bool = False) -> dict[str, Any]:
-    """``{"accuracy": {skill: exact-match fraction}, "accuracy_normalised": {skill: fraction}, "n": total,
-    "count": {skill: n}}`` (+ ``"predictions"`` if asked)."""
+def generated_answers(model: VLM, records: Sequence[dict[str, Any]]) -> list[str]:
+    """Greedy answers of a decoder ``VLM`` to question records (one batch, left-padded)."""
     proc = model.processor()
     device = next(model.parameters()).device
+    qa = [question_answer(r) for r in records]
+    examples = [proc.encode_prompt(q, record_images(r)) for r, (q, _) in zip(records, qa)]
+    batch = {k: v.to(device) for k, v in proc.collate(examples, "left").items()}
+    longest = max(len(model.tokenizer(a, add_special_tokens=False).input_ids) for _, a in qa)
+    ids = generate_ids(model, batch, max_new_tokens=longest + 2)
+    return model.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+
+@torch.no_grad()
+def evaluate(model: Any, records: Sequence[dict[str, Any]], batch_size: int = 100,
+             keep_predictions: bool = False) -> dict[str, Any]:
+    """``{"accuracy": {skill: exact-match fraction}, "accuracy_normalised": {skill: fraction}, "n": total,
+    "count": {skill: n}}`` (+ ``"predictions"`` if asked).
+
+    Any model kind: ``model.answer`` generates (``VLM``) or ranks the candidates, which are each skill's answer
+    vocabulary in ``records`` (``vlfuse.data.statements.candidates``).
+    """
+    from vlfuse.data.statements import candidates
+
+    options = candidates(records)
     was_training = model.training
     model.eval()
     hits: dict[str, int] = defaultdict(int)
@@ -47,11 +65,7 @@ def evaluate(model: VLM, records: Sequence[dict[str, Any]], batch_size: int = 10
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         qa = [question_answer(r) for r in chunk]
-        examples = [proc.encode_prompt(q, record_images(r)) for r, (q, _) in zip(chunk, qa)]
-        batch = {k: v.to(device) for k, v in proc.collate(examples, "left").items()}
-        longest = max(len(model.tokenizer(a, add_special_tokens=False).input_ids) for _, a in qa)
-        ids = generate_ids(model, batch, max_new_tokens=longest + 2)
-        texts = model.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        texts = model.answer(chunk, options)
         for r, (q, gold), pred in zip(chunk, qa, texts):
             skill = str(r.get("skill", "all"))
             counts[skill] += 1

@@ -1,11 +1,12 @@
-"""Image-text retrieval after BLIP-2 stage 1: recall@1 / @5 in both directions on held-out image-caption pairs.
+"""Image-text retrieval: recall@1 / @5 / @10 in both directions on held-out image-caption pairs, for any model
+kind that scores pairs (``retrieval_scores``: a dual encoder's cosine; a Q-Former's ITC, below).
 
-Every image is scored against every text of the set by the ITC similarity (max over queries of the cosine,
-``objectives/itc.py``), as BLIP-2's first retrieval pass; with ``rerank=k`` the top ``k`` candidates of each
-query are re-scored by ``ITM match logit + ITC similarity`` (BLIP-2 / LAVIS ``compute_sim_matrix``). A text is
-a correct answer for an image when it equals that image's own caption (scenes draw the same caption for
-different images, and those cannot be told apart), and the other way round.
-Shapes: ``N`` pairs, ``Q`` queries, ``E`` ITC width, ``k`` re-ranked candidates.
+For a Q-Former (after BLIP-2 stage 1), every image is scored against every text of the set by the ITC similarity
+(max over queries of the cosine, ``objectives/itc.py``), as BLIP-2's first retrieval pass; with ``rerank=k`` the top
+``k`` candidates of each query are re-scored by ``ITM match logit + ITC similarity`` (BLIP-2 / LAVIS
+``compute_sim_matrix``). A text is a correct answer for an image when it equals that image's own caption (scenes
+draw the same caption for different images, and those cannot be told apart), and the other way round. Shapes: ``N``
+pairs, ``Q`` queries, ``E`` ITC width, ``k`` re-ranked candidates.
 """
 
 from __future__ import annotations
@@ -19,16 +20,38 @@ from vlfuse.objectives.blip2 import pair_processor, pretrainable_qformer
 from vlfuse.objectives.itc import image_features, similarity, text_features
 from vlfuse.objectives.itm import itm_logits
 
-KS = (1, 5)
+KS = (1, 5, 10)  # recall@k, each reported when the set has at least k pairs
 
 
 @torch.no_grad()
 def retrieval(model: Any, records: Sequence[dict[str, Any]], batch_size: int = 100,
               rerank: int = 0) -> dict[str, Any]:
-    """``{"i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5": fraction, "n": N}`` for a ``VLM`` with a pre-trained Q-Former."""
+    """``{"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", ...: fraction, "n": N, "rerank": k}`` for any model kind whose
+    ``retrieval_scores`` scores image-caption pairs (a VLM with a pre-trained Q-Former, a dual encoder)."""
+    if len(records) < 5:
+        raise ValueError(f"retrieval needs at least 5 pairs, got {len(records)}")
+    from vlfuse.data.text_pairs import caption_of
+
+    scores = model.retrieval_scores(records, batch_size, rerank)  # {"i2t": (N, N), "t2i": (N, N)}
+    groups: dict[str, int] = {}
+    g = torch.tensor([groups.setdefault(" ".join(caption_of(r).lower().split()), len(groups)) for r in records],
+                     device=scores["i2t"].device)
+    match = g[:, None] == g[None, :]  # (N, N): equal captions cannot be told apart
+    out: dict[str, Any] = {}
+    for name, s in scores.items():
+        truth = match if name == "i2t" else match.t()
+        for k in (k for k in KS if k <= len(records)):
+            top = s.topk(k, dim=1).indices  # (N, k)
+            out[f"{name}_r{k}"] = float(truth.gather(1, top).any(dim=1).float().mean())
+    return {**out, "n": len(records), "rerank": rerank}
+
+
+@torch.no_grad()
+def qformer_scores(model: Any, records: Sequence[dict[str, Any]], batch_size: int = 100,
+                   rerank: int = 0) -> dict[str, torch.Tensor]:
+    """``{"i2t": (N, N), "t2i": (N, N)}`` from a ``VLM`` with a pre-trained Q-Former: ITC similarity, and with
+    ``rerank=k`` each row's top ``k`` re-scored by ITM logit + ITC similarity."""
     qf, proc = pretrainable_qformer(model), pair_processor(model)
-    if len(records) < max(KS):
-        raise ValueError(f"retrieval needs at least {max(KS)} pairs, got {len(records)}")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -42,9 +65,6 @@ def retrieval(model: Any, records: Sequence[dict[str, Any]], batch_size: int = 1
         feats_i.append(image_features(qf.heads, qf.encode(image)[0]))  # (n, Q, E)
         feats_t.append(text_features(qf.heads, qf.encode(None, b["text_ids"], b["text_mask"])[1]))  # (n, E)
     sim = similarity(torch.cat(feats_i), torch.cat(feats_t))  # (N, N), row = image
-    groups: dict[str, int] = {}
-    g = torch.tensor([groups.setdefault(e.text, len(groups)) for e in examples], device=device)
-    match = g[:, None] == g[None, :]  # (N, N)
     text_ids, text_mask = _padded([b["text_ids"] for b in batches], [b["text_mask"] for b in batches], device)
     features = torch.cat(images)  # (N, P, Dv)
     scores = {"i2t": sim, "t2i": sim.t()}
@@ -52,13 +72,7 @@ def retrieval(model: Any, records: Sequence[dict[str, Any]], batch_size: int = 1
         scores["i2t"] = _rerank(qf, sim, features, text_ids, text_mask, rerank, batch_size, images_first=True)
         scores["t2i"] = _rerank(qf, sim.t(), features, text_ids, text_mask, rerank, batch_size, images_first=False)
     model.train(was_training)
-    out: dict[str, Any] = {}
-    for name, s in scores.items():
-        truth = match if name == "i2t" else match.t()
-        for k in KS:
-            top = s.topk(k, dim=1).indices  # (N, k)
-            out[f"{name}_r{k}"] = float(truth.gather(1, top).any(dim=1).float().mean())
-    return {**out, "n": len(examples), "rerank": rerank}
+    return scores
 
 
 def _padded(ids: list[torch.Tensor], masks: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, ...]:

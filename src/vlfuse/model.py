@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from vlfuse.data.transforms import ImageConfig
 from vlfuse.encoders.base import VisionEncoder
 from vlfuse.injection.base import Injector
 from vlfuse.llm import LLMConfig, build_llm, hidden_size, is_seq2seq, max_positions
-from vlfuse.registry import CONNECTORS, ENCODERS, INJECTIONS
+from vlfuse.registry import CONNECTORS, ENCODERS, INJECTIONS, MODELS
 
 
 def _pick(inputs: dict[str, torch.Tensor], names: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -42,6 +42,7 @@ class VLMConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     image: ImageConfig = field(default_factory=ImageConfig)  # aspect-ratio handling of the processor
+    kind: Literal["vlm"] = "vlm"  # the model kind (vlfuse.kinds); a run's model section without kind is this
 
 
 @dataclass
@@ -54,6 +55,7 @@ class VLMOutput:
     past_key_values: Any = None
 
 
+@MODELS.register("vlm", VLMConfig)
 class VLM(nn.Module):
     """A vision-language model built from its four slots.
 
@@ -68,6 +70,8 @@ class VLM(nn.Module):
         >>> model.generate(images=[Image.open("scene.png")], prompt="<image> what color is the circle ?")
         'red'
     """
+
+    components = ("encoder", "connector", "injector", "llm")  # what a stage's policy trains, freezes or LoRAs
 
     def __init__(self, config: VLMConfig, encoder: VisionEncoder, connector: Connector, injector: Injector,
                  llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -189,6 +193,32 @@ class VLM(nn.Module):
         from vlfuse.generate import generate_text
 
         return generate_text(self, prompt, images or [], **kwargs)
+
+    # --- the model-kind protocol (kinds/base.py): training, evaluation and compare call only these ------------
+    def objective(self, name: str) -> Any:
+        """The training objective ``name`` (``lm``, ``blip2``; ``vlfuse.objectives.stage``)."""
+        from vlfuse.objectives.stage import objective
+
+        return objective(name)
+
+    def answer(self, records: list[dict[str, Any]], candidates: dict[str, list[str]]) -> list[str]:
+        """Greedy answers to question records, generated (``candidates`` unused: a decoder answers freely)."""
+        from vlfuse.evaluate import generated_answers
+
+        return generated_answers(self, records)
+
+    def retrieval_scores(self, records: list[dict[str, Any]], batch_size: int,
+                         rerank: int = 0) -> dict[str, torch.Tensor]:
+        """Image-caption scores from a pre-trained Q-Former (ITC, optionally ITM-re-ranked)."""
+        from vlfuse.evaluate_retrieval import qformer_scores
+
+        return qformer_scores(self, records, batch_size, rerank)
+
+    def costs(self, image_counts: Any, repeats: int) -> dict[str, Any]:
+        """Visual tokens, parameters, prefill / decode latency and KV cache (``vlfuse.compare.measure``)."""
+        from vlfuse.compare.measure import vlm_costs
+
+        return vlm_costs(self, image_counts, repeats)
 
     def save_pretrained(self, directory: str) -> None:
         """Write ``config.json``, ``model.safetensors`` and the tokenizer files (atomically)."""

@@ -64,3 +64,4 @@ class Registry(Generic[T]):
 ENCODERS: Registry = Registry("encoder")
 CONNECTORS: Registry = Registry("connector")
 INJECTIONS: Registry = Registry("injection")
+MODELS: Registry = Registry("model")  # model kinds (vlfuse.kinds): the decoder VLM, the dual encoder, ...

@@ -31,8 +31,8 @@ def poison_step(monkeypatch, k: int) -> None:
     real = loop.objective
     calls = {"n": 0}
 
-    def poisoned(name):
-        goal = real(name)
+    def poisoned(model, name):
+        goal = real(model, name)
 
         def loss(model, batch):
             calls["n"] += 1
@@ -110,8 +110,8 @@ class _InfGrad(torch.autograd.Function):
 def test_an_infinite_gradient_with_a_finite_loss_stops_the_run(tmp_path, monkeypatch, clip):
     real = loop.objective
 
-    def overflowing(name):
-        goal = real(name)
+    def overflowing(model, name):
+        goal = real(model, name)
         return Objective(goal.processor, lambda m, b: {k: _InfGrad.apply(v) for k, v in goal.loss(m, b).items()})
 
     monkeypatch.setattr(loop, "objective", overflowing)

@@ -1,4 +1,4 @@
-"""``vlfuse ls``: the registered encoders, connectors and injections, and the run presets and recipes."""
+"""``vlfuse ls``: the registered encoders, connectors, injections and model kinds, and the run presets and recipes."""
 
 from __future__ import annotations
 

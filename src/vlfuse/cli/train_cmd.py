@@ -12,11 +12,15 @@ from typing import Any
 from vlfuse.cli.common import add_run_args, load_run, out_dir
 from vlfuse.train.loop import TrainingInterrupted, train
 
+PAIR_OBJECTIVES = ("blip2", "contrastive")  # stages trained on image-text pairs, followed by a retrieval report
+RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a VLM from a run config", description=__doc__)
     add_run_args(p)
-    p.add_argument("--recipe", help="a built-in recipe the config layers on (blip2: BLIP-2's two stages)")
+    p.add_argument("--recipe", help="a built-in recipe the config layers on (blip2: BLIP-2's two stages; clip, "
+                   "siglip: a dual encoder on captions)")
     p.add_argument("--out", required=True, help="run folder: checkpoints/, metrics.jsonl, model/, eval.json")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation at the end")
@@ -60,23 +64,23 @@ def train_and_report(config: object, out: Path, resume: bool, evaluate_after: bo
 
 
 def report_retrieval(config: Any, out: Path) -> None:
-    """After a BLIP-2 stage 1 (objective ``blip2``): recall@1/@5 of that stage's model on its held-out pairs,
-    printed and written to ``DIR/retrieval.json``."""
+    """After a stage on image-text pairs (objective ``blip2`` or ``contrastive``): recall@1/@5/@10 of that stage's
+    model on its held-out pairs, printed and written to ``DIR/retrieval.json``."""
     from vlfuse.data.dataset import load_records
     from vlfuse.evaluate_retrieval import retrieval
-    from vlfuse.model import VLM
+    from vlfuse.kinds import load_model
 
     results = {}
     for i, stage in enumerate(config.stages):
-        if stage.objective != "blip2":
+        if stage.objective not in PAIR_OBJECTIVES:
             continue
         folder = out / "model" if i == len(config.stages) - 1 else out / "stages" / stage.name
         records = load_records(config.stage_data(stage), "eval")
         if len(records) < 5:
             continue
-        result = retrieval(VLM.from_pretrained(str(folder)), records, config.train.eval_batch_size)
+        result = retrieval(load_model(folder), records, config.train.eval_batch_size)
         results[stage.name] = result
         print(f"retrieval after stage {stage.name!r} on {result['n']} held-out pairs: " + ", ".join(
-            f"{k} {100 * result[k]:.1f}%" for k in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5")))
+            f"{k} {100 * result[k]:.1f}%" for k in RECALL_KEYS if k in result))
     if results:
         (out / "retrieval.json").write_text(json.dumps(results, indent=2))

@@ -42,7 +42,7 @@ def train_phase(cell: Path) -> dict[str, Any]:
     from vlfuse.compare.measure import peak_memory_bytes
     from vlfuse.data.dataset import load_records
     from vlfuse.evaluate import evaluate
-    from vlfuse.model import VLM
+    from vlfuse.kinds import load_model
     from vlfuse.train.checkpoint import latest_checkpoint
     from vlfuse.train.loop import resolve_device, train
     from vlfuse.train.progress import read_metrics
@@ -50,7 +50,7 @@ def train_phase(cell: Path) -> dict[str, Any]:
     spec, run = read_spec(cell)
     out = cell / "run"
     if (out / "model" / "config.json").is_file():
-        model = VLM.from_pretrained(str(out / "model")).to(resolve_device(run.train.device))
+        model = load_model(out / "model").to(resolve_device(run.train.device))
     else:
         model = train(run, out, resume=latest_checkpoint(out) is not None, show_progress=False)
     result = evaluate(model, load_records(run.data, "eval"), run.train.eval_batch_size)
@@ -85,24 +85,15 @@ def trained_parameters(run: RunConfig) -> int:
 
 def measure_phase(cell: Path, repeats: int = 5) -> dict[str, Any]:
     """Load the trained model, measure its costs, and write ``result.json`` (the cell is then finished)."""
-    from vlfuse.compare.measure import latency, parameter_counts
-    from vlfuse.model import VLM
+    from vlfuse.kinds import load_model
     from vlfuse.train.loop import resolve_device
 
     _, run = read_spec(cell)
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
     record = json.loads((cell / "train.json").read_text())
-    model = VLM.from_pretrained(str(cell / "run" / "model")).to(resolve_device(run.train.device)).eval()
-    params = parameter_counts(model)
-    record.update(visual_tokens=model.injector.placeholder_tokens(model.visual_tokens), params_added=params["added"],
-                  params_trained=trained_parameters(run), params_total=params["total"])
-    for n in IMAGE_COUNTS:
-        cost = latency(model, n, repeats=repeats)
-        record[f"prefill_ms_{n}img"] = cost["prefill_ms"]
-        record[f"decode_ms_per_token_{n}img"] = cost["decode_ms_per_token"]
-        record[f"kv_bytes_{n}img"] = cost["kv_bytes"]
-        record[f"kv_visual_bytes_{n}img"] = cost["kv_visual_bytes"]  # of which cached cross-attention K/V
+    model = load_model(cell / "run" / "model").to(resolve_device(run.train.device)).eval()
+    record.update(model.costs(IMAGE_COUNTS, repeats), params_trained=trained_parameters(run))
     write_json(cell / "result.json", record)
     return record
 

@@ -138,3 +138,18 @@ def peak_memory_bytes(device: torch.device) -> int:
         return int(torch.cuda.max_memory_allocated(device))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def vlm_costs(model: VLM, image_counts: Any, repeats: int) -> dict[str, Any]:
+    """A decoder VLM's compare costs: visual tokens, parameters, and per image count the prefill / decode latency
+    and KV cache (what ``ModelKind.costs`` returns)."""
+    params = parameter_counts(model)
+    out: dict[str, Any] = {"visual_tokens": model.injector.placeholder_tokens(model.visual_tokens),
+                           "params_added": params["added"], "params_total": params["total"]}
+    for n in image_counts:
+        cost = latency(model, n, repeats=repeats)
+        out[f"prefill_ms_{n}img"] = cost["prefill_ms"]
+        out[f"decode_ms_per_token_{n}img"] = cost["decode_ms_per_token"]
+        out[f"kv_bytes_{n}img"] = cost["kv_bytes"]
+        out[f"kv_visual_bytes_{n}img"] = cost["kv_visual_bytes"]  # of which cached cross-attention K/V
+    return out

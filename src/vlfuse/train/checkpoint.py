@@ -104,6 +104,10 @@ def load_vlm(directory: str | Path, dtype: torch.dtype | str | None = None, devi
     from vlfuse.model import VLM, VLMConfig
 
     meta = read_meta(directory)  # plain JSON; a clear error for a folder that is not a vlfuse model
+    kind = meta["model"].get("kind", "vlm")
+    if kind != "vlm":
+        raise ValueError(f"{str(directory)!r} holds a {kind!r} model, not a decoder VLM; load any kind with "
+                         "vlfuse.kinds.load_model (a dual encoder answers by ranking: vlfuse eval, not generate)")
     folder = check_folder(directory, "vlfuse model folder", weights=True)
     config = from_dict(VLMConfig, meta["model"])
     target = resolve_dtype(dtype)

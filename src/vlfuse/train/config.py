@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from vlfuse.config import component
 from vlfuse.data.scenes import ScenesConfig
-from vlfuse.model import VLMConfig
 from vlfuse.train.policy import LoraSettings, Policy
 
 SCENES_SIZES = {"train": 20000, "eval": 800}  # scenes generated when train_size / eval_size are unset
@@ -77,7 +77,8 @@ class StageConfig:
     policy: dict[str, Policy] = field(default_factory=lambda: {"encoder": "train", "connector": "train",
                                                                 "injector": "train", "llm": "train"})
     lora: LoraSettings = field(default_factory=LoraSettings)
-    objective: Literal["lm", "blip2"] = "lm"  # lm: next-token loss on answers; blip2: ITC + ITM + ITG on pairs
+    # lm: next-token loss on answers; blip2: ITC + ITM + ITG on pairs; contrastive: a dual encoder's loss on pairs
+    objective: Literal["lm", "blip2", "contrastive"] = "lm"
     data: dict[str, Any] = field(default_factory=dict)  # e.g. {scenes: {skills: {caption: 1}}}; {}: the run's
 
     def __post_init__(self) -> None:
@@ -97,13 +98,21 @@ class StageConfig:
         for key in ("weight_decay", "clip"):
             if not getattr(self, key) >= 0:  # `not >=` also refuses nan
                 raise ValueError(f"stage {self.name!r}: {key} must be >= 0 (0: off), got {getattr(self, key)}")
-        bad = sorted(set(self.policy) - {"encoder", "connector", "injector", "llm"})
+        known = _known_components()
+        bad = sorted(set(self.policy) - set(known))
         if bad:
-            raise ValueError(f"stage {self.name!r}: unknown component(s) {bad} in policy; "
-                             "use encoder, connector, injector, llm")
+            raise ValueError(f"stage {self.name!r}: unknown component(s) {bad} in policy; use {', '.join(known)}")
         wrong = {k: v for k, v in self.policy.items() if v not in ("train", "freeze", "lora")}
         if wrong:
             raise ValueError(f"stage {self.name!r}: policy {wrong} is not one of train, freeze, lora")
+
+
+def _known_components() -> list[str]:
+    """Every component name some model kind's policy can set (``components`` of each ``MODELS`` entry)."""
+    from vlfuse.kinds import model_names
+    from vlfuse.registry import MODELS
+
+    return list(dict.fromkeys(c for n in model_names() for c in MODELS.get(n).cls.components))
 
 
 @dataclass(frozen=True)
@@ -156,7 +165,7 @@ def check_device(name: str, flag: str, fallback: str = "cpu or auto") -> None:
 class RunConfig:
     """Everything ``vlfuse train`` needs; saved as ``run.json`` beside the checkpoints."""
 
-    model: VLMConfig = field(default_factory=VLMConfig)
+    model: Any = component("MODELS", "vlm", implicit=True)  # VLMConfig, DualEncoderConfig, ...: picked by kind
     data: DataConfig = field(default_factory=DataConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
     stages: tuple[StageConfig, ...] = (StageConfig(),)

@@ -27,7 +27,6 @@ import torch
 
 from vlfuse.data.dataset import EncodedDataset, load_records, record_texts, scene_texts
 from vlfuse.model import VLM
-from vlfuse.objectives.stage import objective
 from vlfuse.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from vlfuse.train.config import RunConfig, StageConfig
 from vlfuse.train.policy import apply_policy, has_lora, merge_lora
@@ -119,8 +118,13 @@ def stage_records(run: RunConfig, records: list[dict[str, Any]]) -> list[list[di
     return [records if not s.data else load_records(run.stage_data(s), "train") for s in run.stages]
 
 
+def objective(model: Any, name: str) -> Any:
+    """The stage objective ``name`` as ``model``'s kind defines it (``ModelKind.objective``: batches + loss terms)."""
+    return model.objective(name)
+
+
 def build_model(run: RunConfig, records: list[dict[str, Any]],
-                per_stage: list[list[dict[str, Any]]] | None = None) -> VLM:
+                per_stage: list[list[dict[str, Any]]] | None = None) -> Any:
     """The run's model; the built-in BPE tokenizer trains on the scenes' words or the data's text (of every
     stage's data, when a stage reads its own; ``per_stage`` from ``stage_records``, else read here), in a fixed
     order, so the same run gives the same tokenizer."""
@@ -133,7 +137,9 @@ def build_model(run: RunConfig, records: list[dict[str, Any]],
         elif run.model.tokenizer.path is None:
             texts += record_texts(rows if rows is not None else load_records(data, "train"),
                                   run.model.tokenizer.image_token)
-    return VLM.from_config(run.model, texts=texts)
+    from vlfuse.kinds import build_model as build_kind
+
+    return build_kind(run.model, texts=texts)  # the model kind run.model.kind names (vlfuse.kinds)
 
 
 def train(run: RunConfig, out_dir: str | Path, resume: bool = False, stop_after: int | None = None,
@@ -201,7 +207,7 @@ def _run_stage(run: RunConfig, si: int, model: VLM, records: list[dict[str, Any]
     if ckpt is not None:
         load_checkpoint(ckpt, model, opt, sched)
         start = state["step"]
-    goal = objective(stage.objective)
+    goal = objective(model, stage.objective)
     data = EncodedDataset(records, goal.processor(model), stage.skills)
     stream = data.batches(start * stage.grad_accum, stage.batch_size, seed=run.train.seed * 101 + si)
     bf16 = use_bf16(run.train.precision, device)

@@ -25,8 +25,16 @@ class LoraSettings:
 
 
 def apply_policy(model: nn.Module, policies: dict[str, Policy], lora: LoraSettings | None = None) -> None:
-    """Set ``requires_grad`` per component; inject LoRA where the policy says ``lora``."""
-    for name in COMPONENTS:
+    """Set ``requires_grad`` per component (``model.components``); inject LoRA where the policy says ``lora``.
+
+    A policy may name components of other model kinds as ``train`` (the default); freezing or LoRA on a component
+    this model lacks raises."""
+    components = getattr(model, "components", COMPONENTS)
+    missing = sorted(k for k, v in policies.items() if k not in components and v != "train")
+    if missing:
+        raise ValueError(f"the policy sets {missing} but a {type(model).__name__} has no such component; its "
+                         f"components are: {', '.join(components)}")
+    for name in components:
         policy = policies.get(name, "train")
         module = getattr(model, name)
         if policy == "lora":
@@ -67,7 +75,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
 def count_parameters(model: nn.Module) -> dict[str, dict[str, int]]:
     """``{component: {"total": n, "trainable": m}}`` for each slot."""
     out = {}
-    for name in COMPONENTS:
+    for name in getattr(model, "components", COMPONENTS):
         params = list(getattr(model, name).parameters())
         out[name] = {"total": sum(p.numel() for p in params),
                      "trainable": sum(p.numel() for p in params if p.requires_grad)}
