@@ -41,3 +41,19 @@ def test_a_tower_folder_reads_the_normalisation_of_its_saved_processor(tmp_path,
         (tmp_path / "preprocessor_config.json").write_text(json.dumps(saved))
     enc = HFVisionEncoder(HFVisionConfig(path=str(tmp_path)))
     assert enc.image_mean == (0.1, 0.2, 0.3) and enc.image_std == (0.4, 0.5, 0.6)
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_a_two_tower_folder_gives_its_vision_tower(tmp_path, family):
+    from transformers import CLIPConfig, CLIPModel, SiglipConfig, SiglipModel
+
+    vision = {k: v for k, v in TINY_CLIP_VISION.items() if k != "model_type"}
+    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    cls, cfg = (CLIPModel, CLIPConfig) if family == "clip" else (SiglipModel, SiglipConfig)
+    full = cls(cfg(vision_config=vision, text_config=text)).eval()
+    full.save_pretrained(tmp_path)
+    enc = HFVisionEncoder(HFVisionConfig(path=str(tmp_path), select="full")).eval()
+    pixels = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        want = full.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+        torch.testing.assert_close(enc(pixels), want, atol=0, rtol=0)

@@ -121,7 +121,8 @@ def _load_tower(path: str, vcfg: PretrainedConfig) -> torch.nn.Module:
     # two towers: keep the vision one, with the same keys as alone
     full = AutoModel.from_pretrained(path, use_safetensors=True, **NO_REMOTE_CODE)
     tower = AutoModel.from_config(vcfg)
-    tower.vision_model.load_state_dict(full.vision_model.state_dict())
+    inner = getattr(tower, "vision_model", tower)  # transformers 5's vision models hold the modules themselves
+    inner.load_state_dict(full.vision_model.state_dict())
     return tower
 
 
